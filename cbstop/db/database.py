@@ -1,0 +1,78 @@
+"""The small database interface the repositories are written against.
+
+A `Database` hands out one `Connection` per unit of work, inside a transaction that commits
+when the block ends and rolls back if it raises. Repositories write PostgreSQL-style `$1`
+parameters; the SQLite implementation accepts them too. `Connection.dialect` lets a
+repository choose between the few statements that differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Literal, Protocol
+
+Dialect = Literal["postgresql", "sqlite"]
+
+
+class Row(Protocol):
+    """A result row, readable by position or by column name."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+
+
+class Connection(Protocol):
+    """One connection inside one transaction."""
+
+    dialect: Dialect
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+    async def fetchval(self, sql: str, *args: Any) -> Any: ...
+    async def execute(self, sql: str, *args: Any) -> None: ...
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None: ...
+
+
+class Database(Protocol):
+    """A pool of connections to one database."""
+
+    dialect: Dialect
+
+    def transaction(self, *, write: bool = False) -> AbstractAsyncContextManager[Connection]:
+        """One unit of work; `write=True` takes SQLite's write lock up front."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise `ServiceUnavailable` unless the database answers."""
+        ...
+
+    def pool_stats(self) -> tuple[int, int]:
+        """(connections in use, requests waiting for one)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+async def open_database(url: str, settings: Any) -> Database:
+    """Open the database the URL names (PostgreSQL or SQLite)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from cbstop.db.postgres import PostgresDatabase
+
+        return await PostgresDatabase.open(url, settings)
+    from cbstop.db.sqlite import SqliteDatabase
+
+    return SqliteDatabase.open(sqlite_path(url))
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a `sqlite:///path` URL (`sqlite:///:memory:` is refused)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == prefix:
+        raise ValueError(
+            f"unsupported database URL {url!r}: use postgresql://user@host:port/db "
+            "or sqlite:///path/to/file.db"
+        )
+    path = url[len(prefix) :]
+    if path == ":memory:":
+        raise ValueError("an in-memory SQLite database cannot be shared; give a file path")
+    return path

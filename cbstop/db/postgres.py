@@ -1,0 +1,144 @@
+"""PostgreSQL through an asyncpg pool.
+
+Every failure to reach the database (refused, reset, timed out waiting for a connection or
+for a statement) becomes `ServiceUnavailable`, so a client sees 503 with `Retry-After`,
+never a hang or a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from cbstop.db.database import Dialect, Row
+from cbstop.errors import ServiceUnavailable
+from cbstop.settings import Settings
+
+# What "the database is not answering" looks like through asyncpg.
+UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.QueryCanceledError,  # statement_timeout
+    asyncpg.AdminShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InsufficientResourcesError,
+)
+
+
+class PostgresConnection:
+    """A pooled connection, with the repositories' small interface."""
+
+    dialect: Dialect = "postgresql"
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return await self._conn.fetch(sql, *args)  # type: ignore[no-any-return]
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        return await self._conn.fetchrow(sql, *args)  # type: ignore[no-any-return]
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._conn.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._conn.execute(sql, *args)
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        await self._conn.executemany(sql, args)
+
+    async def copy_records(self, table: str, columns: list[str], records: list[tuple[Any, ...]]) -> None:
+        """Bulk insert with COPY (used by the world loader)."""
+        await self._conn.copy_records_to_table(table, records=records, columns=columns)
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Connections are used only in whole transactions, so nothing needs resetting.
+
+    asyncpg's default reset costs a round trip on every release.
+    """
+
+
+class PostgresDatabase:
+    """An asyncpg pool."""
+
+    dialect: Dialect = "postgresql"
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+        self._pool = pool
+        self._timeout = settings.pool_timeout
+        self._waiting = 0
+
+    @classmethod
+    async def open(cls, url: str, settings: Settings) -> PostgresDatabase:
+        pool = asyncpg.create_pool(
+            url,
+            min_size=0,
+            max_size=settings.pool_max_size,
+            timeout=settings.pool_timeout,  # connect timeout
+            command_timeout=settings.statement_timeout + 1.0,
+            reset=_no_reset,
+            server_settings={
+                "statement_timeout": str(int(settings.statement_timeout * 1000)),
+                "idle_in_transaction_session_timeout": "10000",
+                "jit": "off",
+                "application_name": "cbstop",
+            },
+        )
+        await pool  # connects min_size (0) connections: never fails on a down database
+        return cls(pool, settings)
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = False) -> AsyncIterator[PostgresConnection]:
+        self._waiting += 1
+        try:
+            conn = await self._pool.acquire(timeout=self._timeout)
+        except UNAVAILABLE as exc:
+            raise ServiceUnavailable() from exc
+        finally:
+            self._waiting -= 1
+        try:
+            try:
+                tx = conn.transaction()
+                await tx.start()
+            except UNAVAILABLE as exc:
+                raise ServiceUnavailable() from exc
+            try:
+                yield PostgresConnection(conn)
+            except BaseException:
+                try:
+                    await tx.rollback()
+                except UNAVAILABLE:
+                    conn.terminate()
+                raise
+            try:
+                await tx.commit()
+            except UNAVAILABLE as exc:
+                raise ServiceUnavailable() from exc
+        except UNAVAILABLE as exc:
+            conn.terminate()
+            raise ServiceUnavailable() from exc
+        finally:
+            await self._pool.release(conn)
+
+    async def ping(self) -> None:
+        async with self.transaction() as conn:
+            await conn.fetchval("SELECT 1")
+
+    def pool_stats(self) -> tuple[int, int]:
+        size = self._pool.get_size()
+        return size - self._pool.get_idle_size(), self._waiting
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self._pool.close(), timeout=5)
+        except (TimeoutError, *UNAVAILABLE):
+            self._pool.terminate()

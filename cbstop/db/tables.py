@@ -1,0 +1,193 @@
+"""The schema, on one MetaData with a naming convention so migrations are deterministic.
+
+Times are integer microseconds since the Unix epoch (UTC): exact, totally ordered, and the
+same on PostgreSQL and SQLite. The migrations in `migrations/versions` create exactly this;
+`tests/db/test_migrations.py` compares the two.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING)
+
+# Integration counts are kept in this many rows per owner, so that concurrent creates for one
+# partner do not queue on one row; a count is the sum of its shards.
+COUNT_SHARDS = 8
+
+partners = Table(
+    "partners",
+    metadata,
+    Column("id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    PrimaryKeyConstraint("id"),
+)
+
+partner_groups = Table(
+    "partner_groups",
+    metadata,
+    Column("id", Text, nullable=False),
+    Column("partner_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("is_admin", Boolean, nullable=False),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("id", "partner_id"),
+    ForeignKeyConstraint(["partner_id"], ["partners.id"]),
+)
+
+organisations = Table(
+    "organisations",
+    metadata,
+    Column("id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("partner_id", Text, nullable=True),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("id", "partner_id"),
+    ForeignKeyConstraint(["partner_id"], ["partners.id"]),
+    Index(None, "partner_id"),
+)
+
+# A group may only be assigned organisations of its own partner: both composite keys carry
+# partner_id, so the database itself refuses a cross-partner assignment.
+partner_group_organisations = Table(
+    "partner_group_organisations",
+    metadata,
+    Column("partner_group_id", Text, nullable=False),
+    Column("organisation_id", Text, nullable=False),
+    Column("partner_id", Text, nullable=False),
+    PrimaryKeyConstraint("partner_group_id", "organisation_id"),
+    ForeignKeyConstraint(
+        ["partner_group_id", "partner_id"], ["partner_groups.id", "partner_groups.partner_id"]
+    ),
+    ForeignKeyConstraint(
+        ["organisation_id", "partner_id"], ["organisations.id", "organisations.partner_id"]
+    ),
+)
+
+merchants = Table(
+    "merchants",
+    metadata,
+    Column("id", Text, nullable=False),
+    Column("organisation_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("id", "organisation_id"),
+    ForeignKeyConstraint(["organisation_id"], ["organisations.id"]),
+)
+
+# partner_id is the owning organisation's partner, copied so that a partner's page is one
+# index range; the composite key makes a wrong copy impossible.
+integrations = Table(
+    "integrations",
+    metadata,
+    Column("id", Text, nullable=False),
+    Column("organisation_id", Text, nullable=False),
+    Column("partner_id", Text, nullable=True),
+    Column("name", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("id", "organisation_id"),
+    ForeignKeyConstraint(
+        ["organisation_id", "partner_id"], ["organisations.id", "organisations.partner_id"]
+    ),
+    ForeignKeyConstraint(["organisation_id"], ["organisations.id"]),
+    CheckConstraint("status IN ('ENABLED', 'DISABLED')", name="status"),
+    CheckConstraint("length(name) BETWEEN 1 AND 255", name="name_length"),
+    CheckConstraint("length(type) BETWEEN 1 AND 64", name="type_length"),
+    Index(
+        "ix_integrations_organisation_page",
+        "organisation_id",
+        text("created_at DESC"),
+        "id",
+    ),
+    Index("ix_integrations_partner_page", "partner_id", text("created_at DESC"), "id"),
+)
+
+integration_merchants = Table(
+    "integration_merchants",
+    metadata,
+    Column("integration_id", Text, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("merchant_id", Text, nullable=False),
+    Column("organisation_id", Text, nullable=False),
+    PrimaryKeyConstraint("integration_id", "position"),
+    UniqueConstraint("integration_id", "merchant_id"),
+    ForeignKeyConstraint(
+        ["integration_id", "organisation_id"],
+        ["integrations.id", "integrations.organisation_id"],
+    ),
+    ForeignKeyConstraint(
+        ["merchant_id", "organisation_id"], ["merchants.id", "merchants.organisation_id"]
+    ),
+    CheckConstraint("position >= 0", name="position"),
+    Index(None, "merchant_id"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Text, nullable=False),
+    # HMAC-SHA256 of the key under the server secret, hex; the key itself is never stored.
+    Column("key_hash", Text, nullable=False),
+    Column("organisation_id", Text, nullable=True),
+    Column("partner_group_id", Text, nullable=True),
+    # Space-separated, sorted: "integrations:read integrations:write".
+    Column("abilities", Text, nullable=False),
+    Column("revoked", Boolean, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("key_hash"),
+    ForeignKeyConstraint(["organisation_id"], ["organisations.id"]),
+    ForeignKeyConstraint(["partner_group_id"], ["partner_groups.id"]),
+    CheckConstraint(
+        "(organisation_id IS NULL) <> (partner_group_id IS NULL)", name="exactly_one_owner"
+    ),
+    CheckConstraint("revoked = (revoked_at IS NOT NULL)", name="revoked_time"),
+    CheckConstraint("length(key_hash) = 64", name="key_hash_length"),
+)
+
+organisation_integration_counts = Table(
+    "organisation_integration_counts",
+    metadata,
+    Column("organisation_id", Text, nullable=False),
+    Column("shard", Integer, nullable=False),
+    Column("n", BigInteger, nullable=False),
+    PrimaryKeyConstraint("organisation_id", "shard"),
+    ForeignKeyConstraint(["organisation_id"], ["organisations.id"]),
+    CheckConstraint("n >= 0", name="n"),
+)
+
+partner_integration_counts = Table(
+    "partner_integration_counts",
+    metadata,
+    Column("partner_id", Text, nullable=False),
+    Column("shard", Integer, nullable=False),
+    Column("n", BigInteger, nullable=False),
+    PrimaryKeyConstraint("partner_id", "shard"),
+    ForeignKeyConstraint(["partner_id"], ["partners.id"]),
+    CheckConstraint("n >= 0", name="n"),
+)
