@@ -165,6 +165,7 @@ def running_server(database_url: str, world_data: dict[str, Any] | None) -> Iter
     """A real uvicorn server on a free local port over the app; yields its base URL."""
     import uvicorn
     from cbstop.app import create_app
+
     from cbstop.world.loader import load_world
 
     if world_data is not None:
