@@ -17,7 +17,7 @@ from cbstop.db.migrate import migrate
 from cbstop.settings import Settings
 
 POSTGRES_SERVER = os.environ.get("CBSTOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
-TEST_KEY_SECRET = "test-key-secret-not-for-production"  # noqa: S105
+TEST_KEY_SECRET = "test-key-secret-not-for-production"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 TABLES = (
@@ -46,7 +46,7 @@ def postgres_unavailable_reason() -> str | None:
 
 def _admin(sql: str) -> None:
     with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute(sql)
 
 
 class DatabaseMaker:
@@ -124,7 +124,7 @@ def snapshot(database_url: str) -> dict[str, list[tuple[Any, ...]]]:
         return out
     with psycopg.connect(database_url) as pg:
         for table in TABLES:
-            rows = pg.execute(f"SELECT * FROM {table}").fetchall()  # type: ignore[arg-type]
+            rows = pg.execute(f"SELECT * FROM {table}").fetchall()
             out[table] = sorted(tuple(r) for r in rows)
     return out
 
@@ -138,11 +138,13 @@ def query(database_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         finally:
             conn.close()
     with psycopg.connect(database_url) as pg:
-        return [tuple(r) for r in pg.execute(sql.replace("?", "%s"), params).fetchall()]  # type: ignore[arg-type]
+        return [tuple(r) for r in pg.execute(sql.replace("?", "%s"), params).fetchall()]
 
 
 @contextmanager
-def api_client(database_url: str, world: dict[str, Any] | None = None, **settings: Any) -> Iterator[Any]:
+def api_client(
+    database_url: str, world: dict[str, Any] | None = None, **settings: Any
+) -> Iterator[Any]:
     """A test client on the real app over `database_url`, after loading `world` into it."""
     from starlette.testclient import TestClient
 

@@ -26,7 +26,7 @@ class Connection(Protocol):
 
     dialect: Dialect
 
-    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    async def fetch(self, sql: str, *args: Any) -> Sequence[Row]: ...
     async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
     async def fetchval(self, sql: str, *args: Any) -> Any: ...
     async def execute(self, sql: str, *args: Any) -> None: ...
@@ -40,6 +40,18 @@ class Database(Protocol):
 
     def transaction(self, *, write: bool = False) -> AbstractAsyncContextManager[Connection]:
         """One unit of work; `write=True` takes SQLite's write lock up front."""
+        ...
+
+    def connection(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection without an explicit transaction, for a unit of work that is one
+        statement (a statement is atomic on its own): it saves the BEGIN and COMMIT round
+        trips on the hot paths."""
+        ...
+
+    def atomic_write(self) -> AbstractAsyncContextManager[Connection]:
+        """A unit of work that writes. On PostgreSQL the repositories make each write one
+        statement (data-modifying CTEs), atomic without BEGIN/COMMIT round trips; on SQLite,
+        which cannot, it is a write transaction."""
         ...
 
     async def ping(self) -> None:

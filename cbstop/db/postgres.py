@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -37,14 +37,17 @@ class PostgresConnection:
 
     dialect: Dialect = "postgresql"
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(
+        self,
+        conn: asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
+    ) -> None:
         self._conn = conn
 
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self._conn.fetch(sql, *args)  # type: ignore[no-any-return]
+    async def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
+        return await self._conn.fetch(sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        return await self._conn.fetchrow(sql, *args)  # type: ignore[no-any-return]
+        return await self._conn.fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         return await self._conn.fetchval(sql, *args)
@@ -55,7 +58,9 @@ class PostgresConnection:
     async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
         await self._conn.executemany(sql, args)
 
-    async def copy_records(self, table: str, columns: list[str], records: list[tuple[Any, ...]]) -> None:
+    async def copy_records(
+        self, table: str, columns: list[str], records: list[tuple[Any, ...]]
+    ) -> None:
         """Bulk insert with COPY (used by the world loader)."""
         await self._conn.copy_records_to_table(table, records=records, columns=columns)
 
@@ -129,8 +134,28 @@ class PostgresDatabase:
         finally:
             await self._pool.release(conn)
 
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[PostgresConnection]:
+        self._waiting += 1
+        try:
+            conn = await self._pool.acquire(timeout=self._timeout)
+        except UNAVAILABLE as exc:
+            raise ServiceUnavailable() from exc
+        finally:
+            self._waiting -= 1
+        try:
+            yield PostgresConnection(conn)
+        except UNAVAILABLE as exc:
+            conn.terminate()
+            raise ServiceUnavailable() from exc
+        finally:
+            await self._pool.release(conn)
+
+    def atomic_write(self) -> AbstractAsyncContextManager[PostgresConnection]:
+        return self.connection()
+
     async def ping(self) -> None:
-        async with self.transaction() as conn:
+        async with self.connection() as conn:
             await conn.fetchval("SELECT 1")
 
     def pool_stats(self) -> tuple[int, int]:

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -49,7 +49,7 @@ class SqliteConnection:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
 
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+    async def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
         return await self._db.run(lambda c: c.execute(to_sqlite(sql), args).fetchall())
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
@@ -124,8 +124,25 @@ class SqliteDatabase:
             self._busy = False
             self._lock.release()
 
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[SqliteConnection]:
+        self._waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self._waiting -= 1
+        self._busy = True
+        try:
+            yield SqliteConnection(self)
+        finally:
+            self._busy = False
+            self._lock.release()
+
+    def atomic_write(self) -> AbstractAsyncContextManager[SqliteConnection]:
+        return self.transaction(write=True)
+
     async def ping(self) -> None:
-        async with self.transaction() as conn:
+        async with self.connection() as conn:
             await conn.fetchval("SELECT 1")
 
     def pool_stats(self) -> tuple[int, int]:

@@ -101,12 +101,8 @@ def upgrade() -> None:
             name="fk_integrations_organisation_id",
         ),
         sa.CheckConstraint("status IN ('ENABLED', 'DISABLED')", name="ck_integrations_status"),
-        sa.CheckConstraint(
-            "length(name) BETWEEN 1 AND 255", name="ck_integrations_name_length"
-        ),
-        sa.CheckConstraint(
-            "length(type) BETWEEN 1 AND 64", name="ck_integrations_type_length"
-        ),
+        sa.CheckConstraint("length(name) BETWEEN 1 AND 255", name="ck_integrations_name_length"),
+        sa.CheckConstraint("length(type) BETWEEN 1 AND 64", name="ck_integrations_type_length"),
     )
     op.create_index(
         "ix_integrations_organisation_page",
@@ -126,7 +122,9 @@ def upgrade() -> None:
         sa.Column("organisation_id", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("integration_id", "position", name="pk_integration_merchants"),
         sa.UniqueConstraint(
-            "integration_id", "merchant_id", name="uq_integration_merchants_integration_id_merchant_id"
+            "integration_id",
+            "merchant_id",
+            name="uq_integration_merchants_integration_id_merchant_id",
         ),
         sa.ForeignKeyConstraint(
             ["integration_id", "organisation_id"],
@@ -169,9 +167,7 @@ def upgrade() -> None:
             "(organisation_id IS NULL) <> (partner_group_id IS NULL)",
             name="ck_api_keys_exactly_one_owner",
         ),
-        sa.CheckConstraint(
-            "revoked = (revoked_at IS NOT NULL)", name="ck_api_keys_revoked_time"
-        ),
+        sa.CheckConstraint("revoked = (revoked_at IS NOT NULL)", name="ck_api_keys_revoked_time"),
         sa.CheckConstraint("length(key_hash) = 64", name="ck_api_keys_key_hash_length"),
     )
     op.create_table(

@@ -1,0 +1,357 @@
+"""Integrations SQL: reads and writes confined to a principal's scope.
+
+Every statement takes the scope as (kind, id) and filters by it, so an integration outside
+the scope is, to the caller, exactly one that does not exist. Reads and, on PostgreSQL,
+writes are single statements (atomic on their own, one round trip). SQLite, which cannot
+modify data inside a CTE, runs the same steps inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from cbstop.auth.service import ScopeKind
+from cbstop.db.database import Connection, Row
+from cbstop.db.tables import COUNT_SHARDS
+
+
+@dataclass(frozen=True, slots=True)
+class Integration:
+    """One integration with its merchants in their order."""
+
+    id: str
+    organisation_id: str
+    name: str
+    type: str
+    status: str
+    merchant_ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class NewIntegration:
+    """What a create writes."""
+
+    id: str
+    organisation_id: str
+    name: str
+    type: str
+    status: str
+    merchant_ids: list[str]
+    created_at: int
+
+
+class CreateOutcome(Enum):
+    CREATED = "created"
+    NO_ORGANISATION = "no_organisation"
+    INVALID_MERCHANTS = "invalid_merchants"
+
+
+# Scope filters over an integrations row `i` ($S is the scope id).
+_INTEGRATION_SCOPE: dict[ScopeKind, str] = {
+    "organisation": "i.organisation_id = $S",
+    "partner": "i.partner_id = $S",
+    "group": (
+        "EXISTS (SELECT 1 FROM partner_group_organisations g "
+        "WHERE g.partner_group_id = $S AND g.organisation_id = i.organisation_id)"
+    ),
+}
+# The same over an organisations row `o`.
+_ORGANISATION_SCOPE: dict[ScopeKind, str] = {
+    "organisation": "o.id = $S",
+    "partner": "o.partner_id = $S",
+    "group": (
+        "EXISTS (SELECT 1 FROM partner_group_organisations g "
+        "WHERE g.partner_group_id = $S AND g.organisation_id = o.id)"
+    ),
+}
+_MERCHANTS = {
+    "postgresql": (
+        "ARRAY(SELECT m.merchant_id FROM integration_merchants m "
+        "WHERE m.integration_id = i.id ORDER BY m.position)"
+    ),
+    "sqlite": (
+        "(SELECT json_group_array(merchant_id) FROM (SELECT m.merchant_id FROM "
+        "integration_merchants m WHERE m.integration_id = i.id ORDER BY m.position))"
+    ),
+}
+_COLUMNS = "i.id, i.organisation_id, i.name, i.type, i.status"
+_ORDER = "ORDER BY i.created_at DESC, i.id"
+_COUNTS: dict[ScopeKind, str] = {
+    "organisation": (
+        "SELECT COALESCE(SUM(n), 0) AS n FROM organisation_integration_counts "
+        "WHERE organisation_id = $S"
+    ),
+    "partner": (
+        "SELECT COALESCE(SUM(n), 0) AS n FROM partner_integration_counts WHERE partner_id = $S"
+    ),
+    "group": (
+        "SELECT COALESCE(SUM(c.n), 0) AS n FROM partner_group_organisations g "
+        "JOIN organisation_integration_counts c ON c.organisation_id = g.organisation_id "
+        "WHERE g.partner_group_id = $S"
+    ),
+}
+
+
+def _sql(template: str, **params: str) -> str:
+    for name, value in params.items():
+        template = template.replace(f"${name}", value)
+    return template
+
+
+def _get_sql(dialect: str, kind: ScopeKind) -> str:
+    scope = _sql(_INTEGRATION_SCOPE[kind], S="$2")
+    return (
+        f"SELECT {_COLUMNS}, {_MERCHANTS[dialect]} FROM integrations i WHERE i.id = $1 AND {scope}"
+    )
+
+
+def _page_ids_sql(dialect: str, kind: ScopeKind) -> str:
+    """The ids (and times) of one page, $1 scope id, $2 limit, $3 offset."""
+    if kind == "group" and dialect == "postgresql":
+        # A group's page is merged from each assigned organisation's newest limit+offset rows,
+        # read off the organisation index: bounded work, however many integrations exist.
+        return (
+            "SELECT x.id, x.created_at FROM partner_group_organisations g "
+            "CROSS JOIN LATERAL (SELECT i.id, i.created_at FROM integrations i "
+            f"WHERE i.organisation_id = g.organisation_id {_ORDER} "
+            "LIMIT $2::bigint + $3::bigint) x "
+            "WHERE g.partner_group_id = $1 ORDER BY x.created_at DESC, x.id LIMIT $2 OFFSET $3"
+        )
+    scope = _sql(_INTEGRATION_SCOPE[kind], S="$1")
+    return (
+        f"SELECT i.id, i.created_at FROM integrations i WHERE {scope} {_ORDER} LIMIT $2 OFFSET $3"
+    )
+
+
+def _list_sql(dialect: str, kind: ScopeKind) -> str:
+    """The count and the page in one statement, so they come from one snapshot."""
+    count = _sql(_COUNTS[kind], S="$1")
+    return (
+        f"WITH total AS ({count}), page AS ({_page_ids_sql(dialect, kind)}) "
+        f"SELECT total.n, {_COLUMNS}, {_MERCHANTS[dialect]} FROM total "
+        "LEFT JOIN page ON 1 = 1 LEFT JOIN integrations i ON i.id = page.id "
+        f"{_ORDER}"
+    )
+
+
+_GET = {(d, k): _get_sql(d, k) for d in _MERCHANTS for k in _INTEGRATION_SCOPE}
+_LIST = {(d, k): _list_sql(d, k) for d in _MERCHANTS for k in _INTEGRATION_SCOPE}
+
+
+def _merchant_ids(value: Any) -> list[str]:
+    if isinstance(value, str):  # SQLite's json_group_array
+        ids: list[str] = orjson.loads(value)
+        return ids
+    return list(value)
+
+
+def _integration(row: Row, offset: int = 0) -> Integration:
+    return Integration(
+        id=row[offset],
+        organisation_id=row[offset + 1],
+        name=row[offset + 2],
+        type=row[offset + 3],
+        status=row[offset + 4],
+        merchant_ids=_merchant_ids(row[offset + 5]),
+    )
+
+
+async def get(
+    conn: Connection, kind: ScopeKind, scope_id: str, integration_id: str
+) -> Integration | None:
+    """The integration, if it exists inside the scope."""
+    row = await conn.fetchrow(_GET[conn.dialect, kind], integration_id, scope_id)
+    return None if row is None else _integration(row)
+
+
+async def list_page(
+    conn: Connection, kind: ScopeKind, scope_id: str, limit: int, offset: int
+) -> tuple[int, list[Integration]]:
+    """(count in scope, the page newest first)."""
+    rows = await conn.fetch(_LIST[conn.dialect, kind], scope_id, limit, offset)
+    count = int(rows[0][0]) if rows else 0
+    return count, [_integration(r, 1) for r in rows if r[1] is not None]
+
+
+# --- create -------------------------------------------------------------------------------
+
+_PG_CREATE: dict[ScopeKind, str] = {
+    kind: _sql(
+        """
+WITH org AS (
+    SELECT o.id, o.partner_id FROM organisations o WHERE o.id = $2 AND {scope}
+), ok AS (
+    SELECT (SELECT count(*) FROM merchants
+            WHERE organisation_id = org.id AND id = ANY($6::text[])) = cardinality($6::text[])
+           AS merchants_ok
+    FROM org
+), ins AS (
+    INSERT INTO integrations (id, organisation_id, partner_id, name, type, status, created_at)
+    SELECT $1, org.id, org.partner_id, $3, 'CUSTOM_ORDERS', $4, $5 FROM org, ok
+    WHERE ok.merchants_ok
+    RETURNING id, organisation_id, partner_id
+), links AS (
+    INSERT INTO integration_merchants (integration_id, position, merchant_id, organisation_id)
+    SELECT ins.id, m.ord - 1, m.merchant_id, ins.organisation_id
+    FROM ins, unnest($6::text[]) WITH ORDINALITY AS m(merchant_id, ord)
+), org_count AS (
+    INSERT INTO organisation_integration_counts AS c (organisation_id, shard, n)
+    SELECT ins.organisation_id, $7, 1 FROM ins
+    ON CONFLICT (organisation_id, shard) DO UPDATE SET n = c.n + 1
+), partner_count AS (
+    INSERT INTO partner_integration_counts AS c (partner_id, shard, n)
+    SELECT ins.partner_id, $7, 1 FROM ins WHERE ins.partner_id IS NOT NULL
+    ON CONFLICT (partner_id, shard) DO UPDATE SET n = c.n + 1
+)
+SELECT EXISTS (SELECT 1 FROM org), COALESCE((SELECT merchants_ok FROM ok), false)
+""".replace("{scope}", _ORGANISATION_SCOPE[kind]),
+        S="$8",
+    )
+    for kind in _ORGANISATION_SCOPE
+}
+
+_FIND_ORG = {
+    kind: "SELECT o.id, o.partner_id FROM organisations o WHERE o.id = $1 AND "
+    + _sql(_ORGANISATION_SCOPE[kind], S="$2")
+    for kind in _ORGANISATION_SCOPE
+}
+
+
+async def organisation_in_scope(
+    conn: Connection, kind: ScopeKind, scope_id: str, organisation_id: str
+) -> bool:
+    """Whether the organisation exists inside the scope."""
+    return await conn.fetchrow(_FIND_ORG[kind], organisation_id, scope_id) is not None
+
+
+async def create(
+    conn: Connection, kind: ScopeKind, scope_id: str, new: NewIntegration
+) -> CreateOutcome:
+    """Insert the integration if its organisation is in scope and owns every merchant."""
+    shard = random.randrange(COUNT_SHARDS)
+    if conn.dialect == "postgresql":
+        row = await conn.fetchrow(
+            _PG_CREATE[kind],
+            new.id,
+            new.organisation_id,
+            new.name,
+            new.status,
+            new.created_at,
+            new.merchant_ids,
+            shard,
+            scope_id,
+        )
+        assert row is not None
+        found, merchants_ok = row[0], row[1]
+    else:
+        org = await conn.fetchrow(_FIND_ORG[kind], new.organisation_id, scope_id)
+        found, merchants_ok = org is not None, False
+        if org is not None:
+            owned = await conn.fetchval(
+                "SELECT count(*) FROM merchants WHERE organisation_id = $1 "
+                "AND id IN (SELECT value FROM json_each($2))",
+                new.organisation_id,
+                orjson.dumps(new.merchant_ids).decode(),
+            )
+            merchants_ok = owned == len(new.merchant_ids)
+            if merchants_ok:
+                await _sqlite_insert(conn, new, org[1], shard)
+    if not found:
+        return CreateOutcome.NO_ORGANISATION
+    if not merchants_ok:
+        return CreateOutcome.INVALID_MERCHANTS
+    return CreateOutcome.CREATED
+
+
+async def _sqlite_insert(
+    conn: Connection, new: NewIntegration, partner_id: str | None, shard: int
+) -> None:
+    await conn.execute(
+        "INSERT INTO integrations "
+        "(id, organisation_id, partner_id, name, type, status, created_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        new.id,
+        new.organisation_id,
+        partner_id,
+        new.name,
+        new.type,
+        new.status,
+        new.created_at,
+    )
+    await conn.executemany(
+        "INSERT INTO integration_merchants "
+        "(integration_id, position, merchant_id, organisation_id) VALUES ($1, $2, $3, $4)",
+        [(new.id, i, m, new.organisation_id) for i, m in enumerate(new.merchant_ids)],
+    )
+    await conn.execute(
+        "INSERT INTO organisation_integration_counts AS c (organisation_id, shard, n) "
+        "VALUES ($1, $2, 1) ON CONFLICT (organisation_id, shard) DO UPDATE SET n = c.n + 1",
+        new.organisation_id,
+        shard,
+    )
+    if partner_id is not None:
+        await conn.execute(
+            "INSERT INTO partner_integration_counts AS c (partner_id, shard, n) "
+            "VALUES ($1, $2, 1) ON CONFLICT (partner_id, shard) DO UPDATE SET n = c.n + 1",
+            partner_id,
+            shard,
+        )
+
+
+# --- update -------------------------------------------------------------------------------
+
+# Each field is set from its own parameter (NULL keeps the stored value), in one UPDATE: two
+# concurrent PATCHes of different fields both land, the later one re-reading the row.
+_PG_UPDATE: dict[ScopeKind, str] = {
+    kind: f"""
+WITH target AS (
+    SELECT i.id, i.type FROM integrations i
+    WHERE i.id = $1 AND {_sql(_INTEGRATION_SCOPE[kind], S="$4")}
+), upd AS (
+    UPDATE integrations i SET name = COALESCE($2, i.name), status = COALESCE($3, i.status)
+    FROM target WHERE i.id = target.id AND target.type = 'CUSTOM_ORDERS'
+    RETURNING {_COLUMNS}, {_MERCHANTS["postgresql"]}
+)
+SELECT target.type, upd.* FROM target LEFT JOIN upd ON true
+"""
+    for kind in _INTEGRATION_SCOPE
+}
+_SQLITE_TYPE = {
+    kind: "SELECT i.type FROM integrations i WHERE i.id = $1 AND "
+    + _sql(_INTEGRATION_SCOPE[kind], S="$2")
+    for kind in _INTEGRATION_SCOPE
+}
+
+
+async def update(
+    conn: Connection,
+    kind: ScopeKind,
+    scope_id: str,
+    integration_id: str,
+    name: str | None,
+    status: str | None,
+    updatable_type: str,
+) -> tuple[str | None, Integration | None]:
+    """(the integration's type, or None if not in scope; the updated integration, or None if
+    its type is not `updatable_type` and nothing was changed)."""
+    if conn.dialect == "postgresql":
+        row = await conn.fetchrow(_PG_UPDATE[kind], integration_id, name, status, scope_id)
+        if row is None:
+            return None, None
+        return row[0], None if row[1] is None else _integration(row, 1)
+    found_type = await conn.fetchval(_SQLITE_TYPE[kind], integration_id, scope_id)
+    if found_type is None or found_type != updatable_type:
+        return found_type, None
+    await conn.execute(
+        "UPDATE integrations SET name = COALESCE($2, name), status = COALESCE($3, status) "
+        "WHERE id = $1",
+        integration_id,
+        name,
+        status,
+    )
+    return found_type, await get(conn, kind, scope_id, integration_id)

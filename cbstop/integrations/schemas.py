@@ -1,0 +1,133 @@
+"""What clients send and what they get back.
+
+Input models are strict (no coercion: `123` is not a string, `"5"` is not an integer), refuse
+unknown fields and explicit nulls, and count lengths in code points. Output is built as plain
+dicts and encoded with orjson, not re-validated on the way out.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from cbstop.integrations.repository import Integration
+
+CUSTOM_ORDERS = "CUSTOM_ORDERS"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _valid_unicode(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no unpaired surrogates)") from None
+    return value
+
+
+def _display_name(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return _valid_unicode(value)
+
+
+Name = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255),
+    AfterValidator(_display_name),
+    Field(description="Display name: 1-255 characters, not blank, no control characters."),
+]
+MerchantId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+OrganisationId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+_STRICT = ConfigDict(strict=True, extra="forbid", hide_input_in_errors=True)
+
+
+class IntegrationCreate(BaseModel):
+    """Body of POST /v1/integrations."""
+
+    model_config = _STRICT
+
+    organisation_id: OrganisationId = Field(description="Organisation that owns the integration.")
+    name: Name
+    type: Literal["CUSTOM_ORDERS"] = Field(description="Integration type: CUSTOM_ORDERS only.")
+    status: Literal["ENABLED", "DISABLED"] = Field(
+        default="ENABLED", description="Initial status; ENABLED when omitted."
+    )
+    merchant_ids: list[MerchantId] = Field(
+        min_length=1,
+        max_length=1000,
+        description="Merchants linked to the integration: unique, of the organisation.",
+    )
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status_not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null")
+        return value
+
+
+class IntegrationUpdate(BaseModel):
+    """Body of PATCH /v1/integrations/{integration_id}: at least one of the fields."""
+
+    model_config = _STRICT
+
+    name: Name | None = None
+    status: Literal["DISABLED"] | None = Field(
+        default=None, description="DISABLED only; only for CUSTOM_ORDERS integrations."
+    )
+
+    @field_validator("name", "status", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null")
+        return value
+
+
+class Link(BaseModel):
+    rel: Literal["self"]
+    uri: str
+
+
+class IntegrationOut(BaseModel):
+    """An integration, as every endpoint returns it."""
+
+    id: str
+    organisation_id: str
+    name: str
+    type: str
+    status: Literal["ENABLED", "DISABLED"]
+    merchant_ids: list[str]
+    links: list[Link]
+
+
+class IntegrationPage(BaseModel):
+    """A page of the list, with the total in the key's scope."""
+
+    items: list[IntegrationOut]
+    count: int
+
+
+def represent(integration: Integration) -> dict[str, Any]:
+    """The exact representation of CONTRACT 1.10."""
+    return {
+        "id": integration.id,
+        "organisation_id": integration.organisation_id,
+        "name": integration.name,
+        "type": integration.type,
+        "status": integration.status,
+        "merchant_ids": integration.merchant_ids,
+        "links": [{"rel": "self", "uri": f"/v1/integrations/{integration.id}"}],
+    }

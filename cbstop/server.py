@@ -1,0 +1,85 @@
+"""Running the service: migrate, then serve with uvicorn, draining on SIGTERM.
+
+On SIGTERM (or Ctrl-C) a worker at once answers `/readyz` with 503, stops accepting
+connections, lets requests in flight finish for up to `drain_timeout` seconds, and exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess, multiprocess
+
+from cbstop.app import AppState, create_app
+from cbstop.db.migrate import migrate
+from cbstop.observability import logging as obs_logging
+from cbstop.settings import PLACEHOLDER_KEY_SECRET, Settings
+
+_states: list[AppState] = []
+
+
+class ConfigurationError(Exception):
+    """The service cannot start with these settings."""
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse settings that are unsafe in production."""
+    if settings.production and (
+        settings.key_secret == PLACEHOLDER_KEY_SECRET or len(settings.key_secret) < 16
+    ):
+        raise ConfigurationError(
+            "CBSTOP_PRODUCTION is set but CBSTOP_KEY_SECRET is the placeholder or shorter "
+            "than 16 characters; set a long random secret"
+        )
+
+
+def app_factory() -> Any:
+    """The app of one worker, from the environment `serve` prepared."""
+    obs_logging.configure()
+    app = create_app(Settings())
+    _states.append(app.state)
+    return app
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with readiness turned off the moment a shutdown signal arrives."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        for state in _states:
+            state.draining = True
+        super().handle_exit(sig, frame)
+
+
+def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
+    """Apply pending migrations, then serve until told to stop."""
+    check_settings(settings)
+    migrate(settings.database_url)
+    # Workers build their settings from the environment: hand ours down.
+    os.environ["CBSTOP_DATABASE_URL"] = settings.database_url
+    os.environ["CBSTOP_KEY_SECRET"] = settings.key_secret
+    os.environ["CBSTOP_ACCESS_LOG"] = "true" if settings.access_log else "false"
+    os.environ["CBSTOP_DRAIN_TIMEOUT"] = str(settings.drain_timeout)
+    config = uvicorn.Config(
+        "cbstop.server:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.drain_timeout) or 1,
+        timeout_keep_alive=5,
+    )
+    if workers > 1:
+        # uvicorn's supervisor builds each worker's Server by this module-level name.
+        multiprocess.Server = DrainingServer  # type: ignore[attr-defined]
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    else:
+        DrainingServer(config).run()

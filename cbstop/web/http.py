@@ -1,0 +1,144 @@
+"""The HTTP edges of a request, without a framework: headers, body, query, response.
+
+Everything here answers a client mistake with its contract error (415, 413, 400, 422) and
+never lets malformed input reach a service.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from cbstop.errors import MalformedJson, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_BODY = 1024 * 1024
+# Integers longer than this are kept as text: no JSON field here is an integer, and Python
+# refuses to parse more than 4300 digits.
+_MAX_INT_DIGITS = 100
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclass(slots=True)
+class Response:
+    """A JSON answer."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+def json_response(status: int, content: Any, headers: dict[str, str] | None = None) -> Response:
+    """A response with an orjson-encoded body."""
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    return Response(status, orjson.dumps(content), extra)
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """One request header, decoded as Latin-1 (as HTTP defines), or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def request_id(scope: Scope) -> str:
+    """The client's X-Request-Id if it is sane, else a new one."""
+    given = header(scope, b"x-request-id")
+    if given is not None and _SANE_REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+class _Huge:
+    """An integer too long to be one: refused by every schema type."""
+
+    def __init__(self, text: str) -> None:
+        self.digits = len(text)
+
+
+def _parse_int(text: str) -> int | _Huge:
+    return int(text) if len(text) <= _MAX_INT_DIGITS else _Huge(text)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a key is repeated")
+    return out
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_keys, parse_int=_parse_int, parse_constant=_no_constant
+)
+
+
+async def read_json_object(scope: Scope, receive: Receive) -> dict[str, Any]:
+    """The body as a JSON object, after the content type and size checks."""
+    content_type = header(scope, b"content-type")
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise UnsupportedMediaType()
+    length = header(scope, b"content-length")
+    if length is not None and length.strip().isdigit() and int(length) > MAX_BODY:
+        raise PayloadTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise MalformedJson("The request body ended early")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise PayloadTooLarge()
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return parse_json_object(b"".join(chunks))
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """Strict JSON (UTF-8, no repeated keys, no NaN), and an object."""
+    try:
+        text = raw.decode("utf-8")
+        value = _DECODER.decode(text)
+    except UnicodeDecodeError:
+        raise MalformedJson("The request body is not valid UTF-8") from None
+    except RecursionError:
+        raise MalformedJson("The request body is nested too deeply") from None
+    except ValueError as exc:
+        raise MalformedJson(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise MalformedJson("The request body must be a JSON object")
+    return value
+
+
+def problems(exc: ValidationError) -> ValidationFailed:
+    """One VALIDATION_ERROR entry per problem, with the dotted field path."""
+    found: list[tuple[str, str]] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        path = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "extra_forbidden":
+            message = "Unknown field"
+        elif error["type"] == "missing":
+            message = "Field required"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+        found.append((path, message))
+    return ValidationFailed(found)
