@@ -27,7 +27,9 @@ def generate_key_id() -> str:
 
 def hash_key(secret: str, key: str) -> str:
     """HMAC-SHA256 of the key under the server secret, as 64 hex characters."""
-    return hmac.new(secret.encode(), key.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return hmac.new(
+        secret.encode(), key.encode("utf-8", "surrogatepass"), hashlib.sha256
+    ).hexdigest()
 
 
 def encode_abilities(abilities: frozenset[str] | set[str]) -> str:
