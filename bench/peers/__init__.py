@@ -1,0 +1,1 @@
+"""Peers: the same endpoints written the way the frameworks' tutorials teach."""

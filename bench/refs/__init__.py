@@ -1,0 +1,1 @@
+"""Reference servers measured beside cbstop, on the same server and worker count."""

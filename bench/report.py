@@ -1,0 +1,321 @@
+"""Results: medians of the repeats, the ratios and their targets, the markdown table, the plot.
+
+Everything here is a pure function of the measurements, so it is tested on synthetic numbers
+(tests/bench/test_worlds.py) without timing anything.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.wrk import WrkResult
+
+CBSTOP = "cbstop"
+CBSTOP_SQLITE = "cbstop-sqlite"
+PEER = "peer"
+BARE_GET = "bare-get"
+HELLO = "hello"
+
+SERVER_LABELS = {
+    CBSTOP: "cbstop (PostgreSQL)",
+    CBSTOP_SQLITE: "cbstop (SQLite)",
+    PEER: "textbook FastAPI peer",
+    BARE_GET: "bare get (ASGI + asyncpg)",
+    HELLO: "bare hello (ASGI)",
+}
+SCENARIO_LABELS = {
+    "get_one": "GET one (org key)",
+    "list_org": "list limit=20 (org key)",
+    "list_admin": "list limit=20 (partner admin)",
+    "list_desk": "list limit=20 (non-admin group, 1,000 orgs)",
+    "list_deep": "list deep offset (partner admin)",
+    "create": "POST create",
+    "patch": "PATCH rename",
+    "mix": "mix 75% get / 15% patch / 5% list / 5% create",
+    "hello": "fixed JSON body",
+}
+
+
+def size_label(n: int) -> str:
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n >= 1000 and n % 1000 == 0:
+        return f"{n // 1000}k"
+    return str(n)
+
+
+@dataclass
+class Measurement:
+    """Every repeat of one scenario on one server at one world size."""
+
+    size: int
+    server: str
+    scenario: str
+    repeats: list[WrkResult] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.server} {self.scenario} @{size_label(self.size)}"
+
+    def median(self) -> dict[str, float]:
+        """Median req/s and latency percentiles over the repeats; errors summed."""
+        if not self.repeats:
+            return {}
+        return {
+            "rps": statistics.median(r.rps for r in self.repeats),
+            "p50_ms": statistics.median(r.p50_ms for r in self.repeats),
+            "p90_ms": statistics.median(r.p90_ms for r in self.repeats),
+            "p99_ms": statistics.median(r.p99_ms for r in self.repeats),
+            "requests": sum(r.requests for r in self.repeats),
+            "status_errors": sum(r.status_errors for r in self.repeats),
+            "socket_errors": sum(r.socket_errors for r in self.repeats),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "server": self.server,
+            "scenario": self.scenario,
+            "median": self.median(),
+            "repeats": [r.to_json() for r in self.repeats],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Measurement:
+        repeats = [WrkResult.from_json(r) for r in data["repeats"]]
+        return cls(data["size"], data["server"], data["scenario"], repeats)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """numerator ÷ denominator (req/s), with the target it must reach, if it has one."""
+
+    name: str
+    numerator: str
+    denominator: str
+    value: float | None
+    target: float | None = None
+
+    @property
+    def reached(self) -> bool | None:
+        if self.target is None or self.value is None:
+            return None
+        return self.value >= self.target
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "numerator": self.numerator,
+            "denominator": self.denominator,
+            "value": self.value,
+            "target": self.target,
+            "reached": self.reached,
+        }
+
+
+class Table:
+    """Median req/s by (size, server, scenario)."""
+
+    def __init__(self, measurements: list[Measurement]) -> None:
+        self.by_key = {(m.size, m.server, m.scenario): m for m in measurements}
+
+    def rps(self, size: int, server: str, scenario: str) -> float | None:
+        m = self.by_key.get((size, server, scenario))
+        if m is None or not m.repeats:
+            return None
+        return m.median()["rps"]
+
+    def sizes(self, server: str = CBSTOP) -> list[int]:
+        return sorted({size for size, srv, _ in self.by_key if srv == server})
+
+    def scenarios(self, size: int, server: str) -> list[str]:
+        return [sc for sz, srv, sc in self.by_key if sz == size and srv == server]
+
+
+def _ratio(
+    table: Table,
+    name: str,
+    num: tuple[int, str, str],
+    den: tuple[int, str, str],
+    target: float | None = None,
+) -> Ratio:
+    a, b = table.rps(*num), table.rps(*den)
+    value = round(a / b, 3) if a is not None and b else None
+    label = "{1} {2} @{0}"
+    return Ratio(
+        name,
+        label.format(size_label(num[0]), num[1], num[2]),
+        label.format(size_label(den[0]), den[1], den[2]),
+        value,
+        target,
+    )
+
+
+# The targets of the issue.
+TARGET_GET_VS_BARE = 0.75
+TARGET_LIST_VS_GET = 0.5
+TARGET_SCALE = 0.8
+TARGET_WRITE_VS_GET = 0.5
+TARGET_VS_PEER = 5.0
+
+
+def compute_ratios(measurements: list[Measurement]) -> list[Ratio]:
+    """Every ratio the issue asks for, at every world size measured."""
+    table = Table(measurements)
+    out: list[Ratio] = []
+    sizes = table.sizes()
+    for n in sizes:
+        s = size_label(n)
+        get = (n, CBSTOP, "get_one")
+        out += [
+            _ratio(table, f"GET one / bare get @{s}", get, (n, BARE_GET, "get_one"),
+                   TARGET_GET_VS_BARE),
+            _ratio(table, f"GET one / bare hello @{s}", get, (n, HELLO, "hello")),
+            _ratio(table, f"list admin / GET one @{s}", (n, CBSTOP, "list_admin"), get,
+                   TARGET_LIST_VS_GET),
+            _ratio(table, f"POST / GET one @{s}", (n, CBSTOP, "create"), get,
+                   TARGET_WRITE_VS_GET),
+            _ratio(table, f"PATCH / GET one @{s}", (n, CBSTOP, "patch"), get,
+                   TARGET_WRITE_VS_GET),
+        ]  # fmt: skip
+        for server in (CBSTOP, CBSTOP_SQLITE):
+            for scenario in table.scenarios(n, server):
+                if table.rps(n, PEER, scenario) is None:
+                    continue
+                name = f"{server} {scenario} / peer @{s}"
+                out.append(
+                    _ratio(table, name, (n, server, scenario), (n, PEER, scenario), TARGET_VS_PEER)
+                )
+    if sizes:
+        lo, hi = sizes[0], sizes[-1]
+        span = f"{size_label(hi)} / {size_label(lo)}"
+        for scenario, target in (
+            ("list_admin", TARGET_SCALE),
+            ("list_org", None),
+            ("list_desk", None),
+            ("get_one", None),
+        ):
+            name = f"{scenario} {span}"
+            out.append(_ratio(table, name, (hi, CBSTOP, scenario), (lo, CBSTOP, scenario), target))
+    return out
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _mark(reached: bool | None) -> str:
+    return {True: "reached", False: "**not reached**", None: "—"}[reached]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The human summary of a results document (as written to <stamp>.json)."""
+    meta = results["meta"]
+    measurements = [Measurement.from_json(m) for m in results["measurements"]]
+    ratios = results["ratios"]
+    lines = [
+        f"# cbstop benchmark {meta.get('stamp', '')}",
+        "",
+        f"Commit `{meta.get('commit', '?')}`, {meta.get('cpus', '?')} CPUs "
+        f"({meta.get('cpu_model', '?')}); {meta.get('workers')} uvicorn workers per server, "
+        f"wrk {meta.get('threads')} thread(s) x {meta.get('connections')} connections, "
+        f"{meta.get('duration')} s per run after a {meta.get('warmup')} s warm-up, "
+        f"median of {meta.get('repeats')} interleaved repeat(s)."
+        + (" **Smoke run: numbers are not meaningful.**" if meta.get("smoke") else ""),
+        "",
+        "## Scenarios",
+        "",
+        "| world | server | scenario | req/s | p50 ms | p99 ms | errors |",
+        "|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for m in sorted(measurements, key=lambda m: (m.size, m.server, m.scenario)):
+        med = m.median()
+        errors = int(med.get("status_errors", 0) + med.get("socket_errors", 0))
+        lines.append(
+            f"| {size_label(m.size)} | {SERVER_LABELS.get(m.server, m.server)} "
+            f"| {SCENARIO_LABELS.get(m.scenario, m.scenario)} | {_fmt(med.get('rps'), 0)} "
+            f"| {_fmt(med.get('p50_ms'))} | {_fmt(med.get('p99_ms'))} | {errors} |"
+        )
+    lines += [
+        "",
+        "## Ratios (req/s ÷ req/s)",
+        "",
+        "| ratio | numerator | denominator | value | target | |",
+        "|---|---|---|---:|---:|---|",
+    ]
+    for r in ratios:
+        target = "" if r["target"] is None else f"≥ {r['target']:g}"
+        lines.append(
+            f"| {r['name']} | {r['numerator']} | {r['denominator']} | {_fmt(r['value'])} "
+            f"| {target} | {_mark(r['reached'])} |"
+        )
+    lines += [
+        "",
+        "## Worker RSS after the run",
+        "",
+        "| world | server | workers | RSS MiB each |",
+        "|---:|---|---:|---|",
+    ]
+    for row in results.get("rss", []):
+        each = ", ".join(f"{b / 2**20:.1f}" for b in row["workers_bytes"]) or "—"
+        lines.append(
+            f"| {size_label(row['size'])} | {SERVER_LABELS.get(row['server'], row['server'])} "
+            f"| {len(row['workers_bytes'])} | {each} |"
+        )
+    if results.get("loads"):
+        lines += ["", "## Loading", "", "| world | database | `cbstop load` s |", "|---:|---|---:|"]
+        for row in results["loads"]:
+            lines.append(
+                f"| {size_label(row['size'])} | {row['database']} | {row['seconds']:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Latency percentiles against world size, one panel per server and scenario."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measurements = [Measurement.from_json(m) for m in results["measurements"]]
+    table = {(m.size, m.server, m.scenario): m for m in measurements}
+    panels = sorted(
+        {(m.server, m.scenario) for m in measurements if m.server != PEER},
+        key=lambda p: (list(SERVER_LABELS).index(p[0]) if p[0] in SERVER_LABELS else 99, p[1]),
+    )
+    cols = 4
+    rows = max(1, -(-len(panels) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    styles = (("p50_ms", "p50", "-o"), ("p90_ms", "p90", "-s"), ("p99_ms", "p99", "-^"))
+    for ax, (server, scenario) in zip(axes.flat, panels, strict=False):
+        for srv, alpha, dash in ((server, 1.0, ""), (PEER, 0.6, "--")):
+            if srv == PEER and server not in (CBSTOP, CBSTOP_SQLITE):
+                continue
+            ms = sorted((m for k, m in table.items() if k[1:] == (srv, scenario)),
+                        key=lambda m: m.size)  # fmt: skip
+            if not ms or not any(m.repeats for m in ms):
+                continue
+            xs = [m.size for m in ms]
+            for key, name, style in styles:
+                ys = [m.median()[key] for m in ms]
+                who = "peer " if srv == PEER else ""
+                ax.plot(xs, ys, dash + style, alpha=alpha, label=f"{who}{name}", markersize=4)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"{server}: {scenario}", fontsize=9)
+        ax.set_xlabel("integrations in world", fontsize=8)
+        ax.set_ylabel("latency ms", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"cbstop latency percentiles vs world size ({results['meta'].get('stamp', '')})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

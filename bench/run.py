@@ -1,0 +1,441 @@
+"""`make bench`: cbstop under wrk at three world sizes, beside its references and a textbook peer.
+
+For each world size: generate the world file (cached in bench/results/tmp), create a fresh
+PostgreSQL database, `cbstop migrate` + `cbstop load` it (and a SQLite copy for the smaller
+sizes), start every server at once on its own port (cbstop on PostgreSQL and on SQLite, the
+textbook peer, bare get, bare hello; same uvicorn, same worker count), check each scenario
+answers as it should, warm each up, then run the repeats interleaved (every scenario of every
+server once per round, the order rotated each round) and keep the medians. Results go to
+bench/results/<stamp>.json, .md and .png; see docs/performance.md.
+
+    python -m bench.run                      # the full run (long: the lead runs it)
+    python -m bench.run --smoke              # CI: 1,000 world, 1 s runs, results to a temp dir
+    python -m bench.run --sizes 1k,100k --duration 5 --repeats 3 --scenarios get_one,list_admin
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from bench import report
+from bench.procs import (
+    BIN,
+    PYTHON,
+    REPO,
+    BenchError,
+    Server,
+    cbstop,
+    create_database,
+    drop_database,
+    ensure_peer_path,
+    ensure_wrk,
+    free_port,
+    log,
+    vacuum_analyze,
+)
+from bench.report import BARE_GET, CBSTOP, CBSTOP_SQLITE, HELLO, PEER, Measurement
+from bench.worlds import BenchWorld, cached_world
+from bench.wrk import WrkResult, run_wrk
+
+RESULTS = REPO / "bench" / "results"
+CACHE = RESULTS / "tmp"
+KEY_SECRET = "bench-key-secret-not-for-production-0123456789"
+DEFAULT_POSTGRES = os.environ.get("CBSTOP_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+LIST = "/v1/integrations?limit=20"
+
+CBSTOP_SCENARIOS = (
+    "get_one",
+    "list_org",
+    "list_admin",
+    "list_desk",
+    "list_deep",
+    "create",
+    "patch",
+    "mix",
+)
+PEER_SCENARIOS = ("get_one", "list_org", "list_admin", "list_desk", "list_deep")
+SQLITE_SCENARIOS = ("get_one", "list_org", "list_admin", "create")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One request that must succeed before a scenario is worth timing."""
+
+    method: str
+    path: str
+    key: str | None
+    body: dict[str, Any] | None
+    status: int
+
+
+@dataclass
+class Job:
+    """One scenario on one server: the wrk script, its arguments, and its probe."""
+
+    server: Server
+    server_kind: str
+    scenario: str
+    script: str
+    args: list[str]
+    probe: Probe | None
+    measurement: Measurement = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.measurement = Measurement(0, self.server_kind, self.scenario)
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().lower().replace("_", "").replace(",", "")
+    for suffix, factor in (("m", 1_000_000), ("k", 1000)):
+        if text.endswith(suffix):
+            return int(float(text[:-1]) * factor)
+    return int(text)
+
+
+def parse_sizes(text: str) -> list[int]:
+    return [parse_size(part) for part in text.split(",") if part.strip()]
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description="Benchmark cbstop.")
+    p.add_argument("--smoke", action="store_true", help="CI: 1k world, 1 s runs, temp output")
+    p.add_argument("--sizes", type=parse_sizes, default=None, help="e.g. 1k,100k,1M")
+    p.add_argument("--sqlite-sizes", type=parse_sizes, default=None, help="default: 1k,100k")
+    p.add_argument("--duration", type=int, default=None, help="seconds per run (default 10)")
+    p.add_argument("--warmup", type=int, default=None, help="seconds of warm-up (default 3)")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 3)")
+    p.add_argument("--workers", type=int, default=2, help="uvicorn workers per server")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads")
+    p.add_argument("--deep-offset", type=int, default=10_000, help="offset of list_deep")
+    p.add_argument("--scenarios", default=None, help="only these scenarios (comma list)")
+    p.add_argument("--no-refs", action="store_true", help="skip bare hello / bare get / peer")
+    p.add_argument("--postgres", default=DEFAULT_POSTGRES, help="server URL, no database")
+    p.add_argument("--output-dir", type=Path, default=None, help="default bench/results")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.sizes = args.sizes or [1000]
+        args.sqlite_sizes = args.sqlite_sizes if args.sqlite_sizes is not None else [1000]
+        args.duration = args.duration or 1
+        args.warmup = args.warmup if args.warmup is not None else 1
+        args.repeats = args.repeats or 1
+        args.output_dir = args.output_dir or Path(tempfile.mkdtemp(prefix="cbstop-bench-"))
+    else:
+        args.sizes = args.sizes or [1000, 100_000, 1_000_000]
+        args.sqlite_sizes = args.sqlite_sizes if args.sqlite_sizes is not None else [1000, 100_000]
+        args.duration = args.duration or 10
+        args.warmup = args.warmup if args.warmup is not None else 3
+        args.repeats = args.repeats or 3
+        args.output_dir = args.output_dir or RESULTS
+    args.only = set(args.scenarios.split(",")) if args.scenarios else None
+    return args
+
+
+def _meta(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
+    def git(*cmd: str) -> str:
+        done = subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    cpu_model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "stamp": stamp,
+        "commit": git("rev-parse", "--short", "HEAD")
+        + (" (dirty)" if git("status", "--porcelain", "--", "cbstop") else ""),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "loadavg_at_start": os.getloadavg()[0],
+        "smoke": args.smoke,
+        "sizes": args.sizes,
+        "sqlite_sizes": args.sqlite_sizes,
+        "workers": args.workers,
+        "connections": args.connections,
+        "threads": args.threads,
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "deep_offset": args.deep_offset,
+    }
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CBSTOP_")}
+    env.update(
+        CBSTOP_KEY_SECRET=KEY_SECRET,
+        CBSTOP_ACCESS_LOG="false",
+        CBSTOP_PRODUCTION="true",
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    )
+    env.update(extra)
+    return env
+
+
+def _uvicorn(app: str, port: int, workers: int) -> list[str]:
+    return [
+        PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def _cbstop_serve(url: str, port: int, workers: int) -> list[str]:
+    exe = BIN / "cbstop"
+    return [
+        str(exe) if exe.exists() else "cbstop", "serve", "--database-url", url,
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+    ]  # fmt: skip
+
+
+def _write_lines(path: Path, lines: list[str]) -> str:
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _jobs(
+    servers: dict[str, Server], world: BenchWorld, work: Path, args: argparse.Namespace
+) -> list[Job]:
+    get_paths = _write_lines(
+        work / "get_paths.txt", [f"/v1/integrations/{i}" for i in world.org_key_integrations]
+    )
+    ids = _write_lines(work / "ids.txt", world.org_key_integrations)
+    custom = _write_lines(work / "custom_ids.txt", world.org_key_custom_integrations)
+    deep = min(args.deep_offset, max(0, world.admin_scope - 20))
+    lists = {
+        "list_org": (world.org_key, LIST),
+        "list_admin": (world.admin_key, LIST),
+        "list_desk": (world.desk_key, LIST),
+        "list_deep": (world.admin_key, f"{LIST}&offset={deep}"),
+    }
+    merchants = ",".join(world.org_key_merchants)
+    create_body = {
+        "organisation_id": world.org_key_organisation,
+        "name": "bench probe",
+        "type": "CUSTOM_ORDERS",
+        "merchant_ids": world.org_key_merchants,
+    }
+    first_get = f"/v1/integrations/{world.org_key_integrations[0]}"
+    first_patch = f"/v1/integrations/{world.org_key_custom_integrations[0]}"
+
+    def scenario(kind: str, name: str) -> Job:
+        server = servers[kind]
+        if name == "get_one":
+            probe = Probe("GET", first_get, world.org_key, None, 200)
+            return Job(server, kind, name, "paths.lua", [world.org_key, get_paths], probe)
+        if name in lists:
+            key, path = lists[name]
+            paths = _write_lines(work / f"{name}.txt", [path])
+            return Job(
+                server, kind, name, "paths.lua", [key, paths], Probe("GET", path, key, None, 200)
+            )
+        if name == "create":
+            probe = Probe("POST", "/v1/integrations", world.org_key, create_body, 201)
+            args = [world.org_key, world.org_key_organisation, merchants]
+            return Job(server, kind, name, "post.lua", args, probe)
+        if name == "patch":
+            probe = Probe("PATCH", first_patch, world.org_key, {"name": "bench probe"}, 200)
+            return Job(server, kind, name, "patch.lua", [world.org_key, custom], probe)
+        if name == "mix":
+            args = [world.org_key, ids, custom, world.org_key_organisation, merchants, LIST]
+            return Job(server, kind, name, "mix.lua", args, None)
+        if name == "hello":
+            paths = _write_lines(work / "hello.txt", ["/"])
+            return Job(
+                server, kind, name, "paths.lua", ["none", paths], Probe("GET", "/", None, None, 200)
+            )
+        raise ValueError(name)
+
+    plan: list[tuple[str, str]] = []
+    if CBSTOP in servers:
+        plan += [(CBSTOP, s) for s in CBSTOP_SCENARIOS]
+    if CBSTOP_SQLITE in servers:
+        plan += [(CBSTOP_SQLITE, s) for s in SQLITE_SCENARIOS]
+    if PEER in servers:
+        plan += [(PEER, s) for s in PEER_SCENARIOS]
+    if BARE_GET in servers:
+        plan.append((BARE_GET, "get_one"))
+    if HELLO in servers:
+        plan.append((HELLO, "hello"))
+    if args.only is not None:
+        plan = [
+            (k, s) for k, s in plan if s in args.only or (k == HELLO and "get_one" in args.only)
+        ]
+    return [scenario(kind, name) for kind, name in plan]
+
+
+def _probe(jobs: list[Job]) -> None:
+    """Every scenario's request once, checked, so a broken set-up fails loudly, not slowly."""
+    with httpx.Client(timeout=30.0) as client:
+        for job in jobs:
+            probe = job.probe
+            if probe is None:
+                continue
+            headers = {"Authorization": f"Bearer {probe.key}"} if probe.key else {}
+            response = client.request(
+                probe.method, job.server.url + probe.path, headers=headers, json=probe.body
+            )
+            if response.status_code != probe.status:
+                raise BenchError(
+                    f"{job.server_kind} {job.scenario}: {probe.method} {probe.path} answered "
+                    f"{response.status_code}, expected {probe.status}: {response.text[:200]}"
+                )
+
+
+def _drive(job: Job, wrk: str, args: argparse.Namespace, seconds: int) -> WrkResult:
+    result = run_wrk(
+        wrk,
+        job.server.url,
+        job.script,
+        job.args,
+        duration=seconds,
+        connections=args.connections,
+        threads=args.threads,
+    )
+    if result.requests == 0 or result.status_errors >= result.requests:
+        raise BenchError(
+            f"{job.server_kind} {job.scenario}: every request failed "
+            f"({result.requests} sent, {result.status_errors} errors); see {job.server.log_path}"
+        )
+    return result
+
+
+def run_size(
+    size: int, args: argparse.Namespace, wrk: str, peer_path: str | None, out: dict[str, Any]
+) -> None:
+    world_file, world = cached_world(size, CACHE)
+    work = Path(tempfile.mkdtemp(prefix=f"cbstop-bench-{size}-"))
+    db_name = f"cbstop_bench_{size}_{os.getpid()}"
+    servers: dict[str, Server] = {}
+    log(f"world {size}: database {db_name}")
+    try:
+        url = create_database(args.postgres, db_name)
+        env = _env()
+        cbstop(["migrate", "--database-url", url], env)
+        took = cbstop(["load", str(world_file), "--database-url", url], env)
+        log(f"world {size}: loaded into PostgreSQL in {took:.1f}s")
+        out["loads"].append({"size": size, "database": "postgresql", "seconds": took})
+        vacuum_analyze(url)
+        with_sqlite = size in args.sqlite_sizes
+        if with_sqlite:
+            sqlite_url = f"sqlite:///{work / 'bench.db'}"
+            cbstop(["migrate", "--database-url", sqlite_url], env)
+            took = cbstop(["load", str(world_file), "--database-url", sqlite_url], env)
+            log(f"world {size}: loaded into SQLite in {took:.1f}s")
+            out["loads"].append({"size": size, "database": "sqlite", "seconds": took})
+
+        def add(kind: str, argv: list[str], port: int, extra_env: dict[str, str]) -> None:
+            servers[kind] = Server(kind, argv, _env(**extra_env), port, work / f"{kind}.log")
+
+        w = args.workers
+        port = free_port()
+        add(CBSTOP, _cbstop_serve(url, port, w), port, {})
+        if with_sqlite:
+            port = free_port()
+            add(CBSTOP_SQLITE, _cbstop_serve(sqlite_url, port, w), port, {})
+        if not args.no_refs:
+            pythonpath = os.pathsep.join(p for p in (str(REPO), peer_path) if p)
+            ref_env = {"CBSTOP_DATABASE_URL": url, "PYTHONPATH": pythonpath}
+            for kind, app in (
+                (PEER, "bench.peers.textbook:app"),
+                (BARE_GET, "bench.refs.bare_get:app"),
+                (HELLO, "bench.refs.hello:app"),
+            ):
+                port = free_port()
+                add(kind, _uvicorn(app, port, w), port, ref_env)
+        for server in servers.values():
+            server.start()
+        for server in servers.values():
+            server.wait_ready()
+        log(f"world {size}: servers ready: {', '.join(servers)}")
+
+        jobs = _jobs(servers, world, work, args)
+        for job in jobs:
+            job.measurement.size = size
+        _probe(jobs)
+        if args.warmup > 0:
+            for job in jobs:
+                _drive(job, wrk, args, args.warmup)
+        for round_ in range(args.repeats):
+            shift = round_ % len(jobs)
+            for job in jobs[shift:] + jobs[:shift]:
+                result = _drive(job, wrk, args, args.duration)
+                job.measurement.repeats.append(result)
+                log(
+                    f"world {size} round {round_ + 1}/{args.repeats}: {job.server_kind:13} "
+                    f"{job.scenario:10} {result.rps:9.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
+                    f"p99 {result.p99_ms:7.2f} ms  "
+                    f"errors {result.status_errors + result.socket_errors}"
+                )
+        out["measurements"] += [job.measurement for job in jobs]
+        for kind, server in servers.items():
+            out["rss"].append({"size": size, "server": kind, "workers_bytes": server.worker_rss()})
+    finally:
+        for server in servers.values():
+            server.stop()
+        drop_database(args.postgres, db_name)
+        if os.environ.get("CBSTOP_BENCH_KEEP_WORKDIR"):
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def write_results(results: dict[str, Any], directory: Path, stamp: str) -> list[Path]:
+    """<stamp>.json, <stamp>.md and <stamp>.png in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path = directory / f"{stamp}.json"
+    md_path = directory / f"{stamp}.md"
+    png_path = directory / f"{stamp}.png"
+    json_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    md_path.write_text(report.markdown(results))
+    report.plot(results, png_path)
+    return [json_path, md_path, png_path]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
+    started = time.monotonic()
+    try:
+        wrk = ensure_wrk()
+        peer_path = None if args.no_refs else ensure_peer_path(CACHE)
+        out: dict[str, Any] = {"measurements": [], "rss": [], "loads": []}
+        meta = _meta(args, stamp)
+        for size in args.sizes:
+            run_size(size, args, wrk, peer_path, out)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    measurements: list[Measurement] = out["measurements"]
+    meta["seconds"] = round(time.monotonic() - started, 1)
+    results = {
+        "meta": meta,
+        "measurements": [m.to_json() for m in measurements],
+        "ratios": [r.to_json() for r in report.compute_ratios(measurements)],
+        "rss": out["rss"],
+        "loads": out["loads"],
+    }
+    paths = write_results(results, args.output_dir, stamp)
+    print(report.markdown(results))
+    log(f"done in {meta['seconds']}s: {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
