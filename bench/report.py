@@ -290,9 +290,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     cols = 4
     rows = max(1, -(-len(panels) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    styles = (("p50_ms", "p50", "-o"), ("p90_ms", "p90", "-s"), ("p99_ms", "p99", "-^"))
+    styles = (("p50_ms", "p50", "o"), ("p90_ms", "p90", "s"), ("p99_ms", "p99", "^"))
     for ax, (server, scenario) in zip(axes.flat, panels, strict=False):
-        for srv, alpha, dash in ((server, 1.0, ""), (PEER, 0.6, "--")):
+        for srv, alpha, dash in ((server, 1.0, "-"), (PEER, 0.6, "--")):
             if srv == PEER and server not in (CBSTOP, CBSTOP_SQLITE):
                 continue
             ms = sorted((m for k, m in table.items() if k[1:] == (srv, scenario)),
@@ -303,7 +303,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
             for key, name, style in styles:
                 ys = [m.median()[key] for m in ms]
                 who = "peer " if srv == PEER else ""
-                ax.plot(xs, ys, dash + style, alpha=alpha, label=f"{who}{name}", markersize=4)
+                ax.plot(
+                    xs, ys, linestyle=dash, marker=style, alpha=alpha, label=f"{who}{name}",
+                    markersize=4,
+                )  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(f"{server}: {scenario}", fontsize=9)

@@ -1,0 +1,1 @@
+"""Tests of the benchmark harness: no timings, only the code around them."""
