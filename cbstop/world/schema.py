@@ -1,0 +1,114 @@
+"""The world file's shape: strict models, so a typo or a wrong type is refused, not guessed at.
+
+Only the shape of each entry is checked here; references between entries (and to rows already
+in the database) are checked by the loader, in bulk.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from cbstop.auth.keys import MAX_KEY_LENGTH
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+IntegrationType = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Secret = Annotated[str, StringConstraints(min_length=20, max_length=MAX_KEY_LENGTH)]
+Ability = Literal["integrations:read", "integrations:write"]
+ALL_ABILITIES: tuple[Ability, ...] = ("integrations:read", "integrations:write")
+
+
+class Entry(BaseModel):
+    """Every entry: unknown fields refused, no type coercion, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Partner(Entry):
+    id: Id
+    name: Name
+
+
+class PartnerGroup(Entry):
+    id: Id
+    partner_id: Id
+    name: Name
+    is_admin: bool
+    organisation_ids: list[Id] = Field(default_factory=list)
+
+
+class Organisation(Entry):
+    id: Id
+    name: Name
+    partner_id: Id | None
+
+
+class Merchant(Entry):
+    id: Id
+    organisation_id: Id
+    name: Name
+
+
+class Integration(Entry):
+    id: Id
+    organisation_id: Id
+    name: Name
+    type: IntegrationType
+    status: Literal["ENABLED", "DISABLED"]
+    merchant_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)]
+
+
+class ApiKey(Entry):
+    id: Id
+    secret: Secret
+    organisation_id: Id | None = None
+    partner_group_id: Id | None = None
+    # Omitted means every ability, as for a key made with `cbstop keys create`.
+    abilities: list[Ability] = Field(default_factory=lambda: list(ALL_ABILITIES))
+    revoked: bool = False
+
+
+class World(Entry):
+    partners: list[Partner] = Field(default_factory=list)
+    partner_groups: list[PartnerGroup] = Field(default_factory=list)
+    organisations: list[Organisation] = Field(default_factory=list)
+    merchants: list[Merchant] = Field(default_factory=list)
+    integrations: list[Integration] = Field(default_factory=list)
+    api_keys: list[ApiKey] = Field(default_factory=list)
+
+
+SECTIONS = tuple(World.model_fields)
+
+
+def entry_label(raw: Any, section: str, index: int) -> str:
+    """`integrations[3] (int_x)`: the entry's place in the file and, when it has one, its id."""
+    label = f"{section}[{index}]"
+    try:
+        entry_id = raw[section][index]["id"]
+    except (KeyError, IndexError, TypeError):
+        return label
+    return f"{label} ({entry_id})" if isinstance(entry_id, str) else label
+
+
+def describe_validation_error(exc: ValidationError, raw: Any) -> str:
+    """The first problem of a failed validation, as one line naming the entry and field."""
+    error = exc.errors(include_url=False)[0]
+    loc = list(error["loc"])
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif error["type"] == "string_too_short" and loc[-1:] == ["secret"]:
+        message = "secret must be at least 20 characters"
+    if not loc:
+        return f"the world file must be a JSON object: {message}"
+    section = str(loc[0])
+    if len(loc) >= 2 and isinstance(loc[1], int):
+        where = entry_label(raw, section, loc[1])
+        field = ".".join(str(part) for part in loc[2:])
+    else:
+        where, field = section, ".".join(str(part) for part in loc[1:])
+        if len(loc) == 1 and error["type"] == "extra_forbidden":
+            message = f"unknown section (expected one of {', '.join(SECTIONS)})"
+    return f"{where}: {field}: {message}" if field else f"{where}: {message}"
