@@ -8,6 +8,7 @@ non-CUSTOM_ORDERS integration is 422 INVALID_INTEGRATION_TYPE, CONTRACT 1.6/1.9)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,13 +21,20 @@ from tests.integrations.helpers import (
     world,
     world_integration,
 )
-from tests.support import bearer
+from tests.support import api_client, bearer
 
 MATRIX = world("matrix")
 KEY_IDS = [key["id"] for key in MATRIX["api_keys"]]
 ALL_ABILITIES = {"integrations:read", "integrations:write"}
 # Headers that differ between any two responses, whatever they answer.
 VARYING_HEADERS = {"x-request-id", "date"}
+
+
+@pytest.fixture
+def client(database_url: str) -> Iterator[TestClient]:
+    """A test client over a fresh database holding the matrix world."""
+    with api_client(database_url, world("matrix")) as test_client:
+        yield test_client
 
 
 def _key(key_id: str) -> dict[str, Any]:

@@ -128,20 +128,20 @@ def test_name_is_stored_exactly_as_sent(client: TestClient, name: str) -> None:
 
 
 def test_merchant_ids_of_1000_well_formed_entries_pass_validation(
-    client: TestClient, database_url: str
+    shared_client: TestClient, shared_url: str
 ) -> None:
     """1000 entries is within the schema, so the answer is the business rule on existence."""
     body = create_body(merchant_ids=[f"mrch_unknown_{n}" for n in range(1000)])
 
-    response = _refused(client, database_url, body)
+    response = _refused(shared_client, shared_url, body)
 
     assert_error(response, 422, "INVALID_MERCHANT_IDS")
 
 
 def test_merchant_id_of_64_characters_passes_validation(
-    client: TestClient, database_url: str
+    shared_client: TestClient, shared_url: str
 ) -> None:
-    response = _refused(client, database_url, create_body(merchant_ids=["m" * 64]))
+    response = _refused(shared_client, shared_url, create_body(merchant_ids=["m" * 64]))
 
     assert_error(response, 422, "INVALID_MERCHANT_IDS")
 
@@ -151,18 +151,18 @@ def test_merchant_id_of_64_characters_passes_validation(
 
 @pytest.mark.parametrize("field", REQUIRED)
 def test_missing_required_field_is_validation_error_on_that_field(
-    client: TestClient, database_url: str, field: str
+    shared_client: TestClient, shared_url: str, field: str
 ) -> None:
-    response = _refused(client, database_url, without(create_body(), field))
+    response = _refused(shared_client, shared_url, without(create_body(), field))
 
     assert_validation_error(response, field)
 
 
 @pytest.mark.parametrize("field", [*REQUIRED, "status"])
 def test_explicit_null_is_validation_error(
-    client: TestClient, database_url: str, field: str
+    shared_client: TestClient, shared_url: str, field: str
 ) -> None:
-    response = _refused(client, database_url, create_body(**{field: None}))
+    response = _refused(shared_client, shared_url, create_body(**{field: None}))
 
     assert_validation_error(response, field)
 
@@ -185,42 +185,42 @@ def test_explicit_null_is_validation_error(
     ],
 )
 def test_wrong_json_type_is_not_coerced(
-    client: TestClient, database_url: str, field: str, value: Any
+    shared_client: TestClient, shared_url: str, field: str, value: Any
 ) -> None:
-    response = _refused(client, database_url, create_body(**{field: value}))
+    response = _refused(shared_client, shared_url, create_body(**{field: value}))
 
     assert_validation_error(response, field)
 
 
 @pytest.mark.parametrize("entry", [1, None, True, ["mrch_a1_1"], {"id": "mrch_a1_1"}])
 def test_wrong_merchant_entry_is_named_by_its_index(
-    client: TestClient, database_url: str, entry: Any
+    shared_client: TestClient, shared_url: str, entry: Any
 ) -> None:
     body = create_body(merchant_ids=["mrch_a1_1", "mrch_a1_2", entry])
 
-    response = _refused(client, database_url, body)
+    response = _refused(shared_client, shared_url, body)
 
     assert_validation_error(response, "merchant_ids.2")
 
 
 @pytest.mark.parametrize("field", ["stauts", "id", "links", "partner_id", "Name"])
 def test_unknown_field_is_validation_error_and_creates_nothing(
-    client: TestClient, database_url: str, field: str
+    shared_client: TestClient, shared_url: str, field: str
 ) -> None:
-    response = _refused(client, database_url, create_body(**{field: "DISABLED"}))
+    response = _refused(shared_client, shared_url, create_body(**{field: "DISABLED"}))
 
     assert_validation_error(response, field)
 
 
 def test_misspelt_status_does_not_create_an_enabled_integration(
-    client: TestClient, database_url: str
+    shared_client: TestClient, shared_url: str
 ) -> None:
-    before = integration_ids(database_url)
+    before = integration_ids(shared_url)
 
-    response = _create(client, without(create_body(stauts="DISABLED"), "status"))
+    response = _create(shared_client, without(create_body(stauts="DISABLED"), "status"))
 
     assert_validation_error(response, "stauts")
-    assert integration_ids(database_url) == before
+    assert integration_ids(shared_url) == before
 
 
 @pytest.mark.parametrize(
@@ -253,19 +253,19 @@ def test_misspelt_status_does_not_create_an_enabled_integration(
     ],
 )
 def test_bad_name_is_validation_error_on_name(
-    client: TestClient, database_url: str, name: str
+    shared_client: TestClient, shared_url: str, name: str
 ) -> None:
-    response = _refused(client, database_url, create_body(name=name))
+    response = _refused(shared_client, shared_url, create_body(name=name))
 
     assert_validation_error(response, "name")
 
 
 @pytest.mark.parametrize("organisation_id", ["", "o" * 10_000], ids=["empty", "very-long"])
 def test_unusable_organisation_id_is_refused_without_creating(
-    client: TestClient, database_url: str, organisation_id: str
+    shared_client: TestClient, shared_url: str, organisation_id: str
 ) -> None:
     """An organisation id that cannot exist is refused either as schema or as not found."""
-    response = _refused(client, database_url, create_body(organisation_id=organisation_id))
+    response = _refused(shared_client, shared_url, create_body(organisation_id=organisation_id))
 
     assert response.status_code in (404, 422), response.text
     if response.status_code == 404:
@@ -276,51 +276,51 @@ def test_unusable_organisation_id_is_refused_without_creating(
 
 @pytest.mark.parametrize("type_", ["STRIPE", "custom_orders", "CUSTOM_ORDERS ", "", "SHOPIFY"])
 def test_type_other_than_custom_orders_is_validation_error_on_type(
-    client: TestClient, database_url: str, type_: str
+    shared_client: TestClient, shared_url: str, type_: str
 ) -> None:
-    response = _refused(client, database_url, create_body(type=type_))
+    response = _refused(shared_client, shared_url, create_body(type=type_))
 
     assert_validation_error(response, "type")
 
 
 @pytest.mark.parametrize("status", ["enabled", "PAUSED", "", "DISABLED "])
 def test_status_outside_the_list_is_validation_error_on_status(
-    client: TestClient, database_url: str, status: str
+    shared_client: TestClient, shared_url: str, status: str
 ) -> None:
-    response = _refused(client, database_url, create_body(status=status))
+    response = _refused(shared_client, shared_url, create_body(status=status))
 
     assert_validation_error(response, "status")
 
 
-def test_empty_merchant_ids_is_validation_error(client: TestClient, database_url: str) -> None:
-    response = _refused(client, database_url, create_body(merchant_ids=[]))
+def test_empty_merchant_ids_is_validation_error(shared_client: TestClient, shared_url: str) -> None:
+    response = _refused(shared_client, shared_url, create_body(merchant_ids=[]))
 
     assert_validation_error(response, "merchant_ids")
 
 
-def test_1001_merchant_ids_is_validation_error(client: TestClient, database_url: str) -> None:
+def test_1001_merchant_ids_is_validation_error(shared_client: TestClient, shared_url: str) -> None:
     body = create_body(merchant_ids=[f"mrch_{n}" for n in range(1001)])
 
-    response = _refused(client, database_url, body)
+    response = _refused(shared_client, shared_url, body)
 
     assert_validation_error(response, "merchant_ids")
 
 
 @pytest.mark.parametrize("entry", ["", "m" * 65], ids=["empty", "65-chars"])
 def test_merchant_id_out_of_length_is_named_by_its_index(
-    client: TestClient, database_url: str, entry: str
+    shared_client: TestClient, shared_url: str, entry: str
 ) -> None:
     body = create_body(merchant_ids=["mrch_a1_1", entry])
 
-    response = _refused(client, database_url, body)
+    response = _refused(shared_client, shared_url, body)
 
     assert_validation_error(response, "merchant_ids.1")
 
 
-def test_every_problem_gets_its_own_entry(client: TestClient, database_url: str) -> None:
+def test_every_problem_gets_its_own_entry(shared_client: TestClient, shared_url: str) -> None:
     body = {"name": 1, "type": "STRIPE", "merchant_ids": ["mrch_a1_1", 2, ""], "stauts": "x"}
 
-    response = _refused(client, database_url, body)
+    response = _refused(shared_client, shared_url, body)
 
     assert_validation_error(
         response, "organisation_id", "name", "type", "merchant_ids.1", "merchant_ids.2", "stauts"
@@ -331,10 +331,10 @@ def test_every_problem_gets_its_own_entry(client: TestClient, database_url: str)
 # --- business rules (1.8) ----------------------------------------------------------------------
 
 
-def test_duplicate_merchant_ids_is_refused(client: TestClient, database_url: str) -> None:
+def test_duplicate_merchant_ids_is_refused(shared_client: TestClient, shared_url: str) -> None:
     body = create_body(merchant_ids=["mrch_a1_1", "mrch_a1_2", "mrch_a1_1"])
 
-    response = _refused(client, database_url, body)
+    response = _refused(shared_client, shared_url, body)
 
     assert_error(response, 422, "DUPLICATE_MERCHANT_IDS")
 
@@ -351,28 +351,28 @@ def test_duplicate_merchant_ids_is_refused(client: TestClient, database_url: str
     ids=["nonexistent", "sibling-org", "other-partner", "direct-org", "wrong-case"],
 )
 def test_merchant_not_of_the_organisation_is_invalid_merchant_ids(
-    client: TestClient, database_url: str, merchant_ids: list[str]
+    shared_client: TestClient, shared_url: str, merchant_ids: list[str]
 ) -> None:
-    response = _refused(client, database_url, create_body(merchant_ids=merchant_ids))
+    response = _refused(shared_client, shared_url, create_body(merchant_ids=merchant_ids))
 
     assert_error(response, 422, "INVALID_MERCHANT_IDS")
 
 
 def test_merchant_of_another_reachable_organisation_is_invalid_for_a_partner_key(
-    client: TestClient, database_url: str
+    shared_client: TestClient, shared_url: str
 ) -> None:
     body = create_body(organisation_id="org_a2", merchant_ids=["mrch_a2_1", "mrch_a1_1"])
 
-    with nothing_changes(database_url):
-        response = _create(client, body, ADMIN_A)
+    with nothing_changes(shared_url):
+        response = _create(shared_client, body, ADMIN_A)
 
     assert_error(response, 422, "INVALID_MERCHANT_IDS")
 
 
 @pytest.mark.parametrize("organisation_id", ["org_nonexistent", "org_a2", "org_b1", "org_d"])
 def test_organisation_missing_or_out_of_scope_is_not_found(
-    client: TestClient, database_url: str, organisation_id: str
+    shared_client: TestClient, shared_url: str, organisation_id: str
 ) -> None:
-    response = _refused(client, database_url, create_body(organisation_id=organisation_id))
+    response = _refused(shared_client, shared_url, create_body(organisation_id=organisation_id))
 
     assert_error(response, 404, "NOT_FOUND")

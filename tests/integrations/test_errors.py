@@ -40,8 +40,8 @@ def _json_post(client: TestClient, url: str, content: bytes, method: str = "POST
         "/v2/integrations",
     ],
 )
-def test_unknown_path_is_not_found_in_the_envelope(client: TestClient, path: str) -> None:
-    response = client.get(path, headers=ORG_A1)
+def test_unknown_path_is_not_found_in_the_envelope(shared_client: TestClient, path: str) -> None:
+    response = shared_client.get(path, headers=ORG_A1)
 
     assert_error(response, 404, "NOT_FOUND")
 
@@ -58,10 +58,10 @@ def test_unknown_path_is_not_found_in_the_envelope(client: TestClient, path: str
     ],
 )
 def test_known_path_with_another_method_is_405_with_allow(
-    client: TestClient, database_url: str, method: str, path: str, allowed: set[str]
+    shared_client: TestClient, shared_url: str, method: str, path: str, allowed: set[str]
 ) -> None:
-    with nothing_changes(database_url):
-        response = client.request(method, path, json={"name": "x"}, headers=ORG_A1)
+    with nothing_changes(shared_url):
+        response = shared_client.request(method, path, json={"name": "x"}, headers=ORG_A1)
 
     assert_error(response, 405, "METHOD_NOT_ALLOWED")
     allow = {m.strip().upper() for m in response.headers["Allow"].split(",")}
@@ -70,10 +70,10 @@ def test_known_path_with_another_method_is_405_with_allow(
 
 @pytest.mark.parametrize("path", [LIST, ONE])
 def test_trailing_slash_answers_the_same_without_redirect_on_get(
-    client: TestClient, path: str
+    shared_client: TestClient, path: str
 ) -> None:
-    plain = client.get(path, headers=ORG_A1, follow_redirects=False)
-    slashed = client.get(path + "/", headers=ORG_A1, follow_redirects=False)
+    plain = shared_client.get(path, headers=ORG_A1, follow_redirects=False)
+    slashed = shared_client.get(path + "/", headers=ORG_A1, follow_redirects=False)
 
     assert plain.status_code == slashed.status_code == 200
     assert plain.json() == slashed.json()
@@ -95,9 +95,9 @@ def test_trailing_slash_patch_updates_without_redirect(client: TestClient) -> No
     assert client.get(ONE, headers=ORG_A1).json()["name"] == "Slashed"
 
 
-def test_trailing_slash_errors_are_the_same_errors(client: TestClient) -> None:
-    plain = client.get("/v1/integrations/int_nonexistent", headers=ORG_A1)
-    slashed = client.get("/v1/integrations/int_nonexistent/", headers=ORG_A1)
+def test_trailing_slash_errors_are_the_same_errors(shared_client: TestClient) -> None:
+    plain = shared_client.get("/v1/integrations/int_nonexistent", headers=ORG_A1)
+    slashed = shared_client.get("/v1/integrations/int_nonexistent/", headers=ORG_A1)
 
     assert_error(slashed, 404, "NOT_FOUND")
     assert slashed.json() == plain.json()
@@ -112,14 +112,14 @@ def test_trailing_slash_errors_are_the_same_errors(client: TestClient) -> None:
 )
 @pytest.mark.parametrize(("method", "path"), [("POST", LIST), ("PATCH", ONE)])
 def test_body_that_is_not_application_json_is_415(
-    client: TestClient, database_url: str, content_type: str | None, method: str, path: str
+    shared_client: TestClient, shared_url: str, content_type: str | None, method: str, path: str
 ) -> None:
     body = json.dumps(create_body() if method == "POST" else {"name": "x"}).encode()
     headers = dict(ORG_A1)
     if content_type is not None:
         headers["Content-Type"] = content_type
-    with nothing_changes(database_url):
-        response = client.request(method, path, content=body, headers=headers)
+    with nothing_changes(shared_url):
+        response = shared_client.request(method, path, content=body, headers=headers)
 
     assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
 
@@ -166,35 +166,35 @@ def test_json_with_charset_parameter_is_accepted(client: TestClient, content_typ
 )
 @pytest.mark.parametrize(("method", "path"), [("POST", LIST), ("PATCH", ONE)])
 def test_body_that_is_not_a_json_object_is_malformed_json(
-    client: TestClient, database_url: str, content: bytes, method: str, path: str
+    shared_client: TestClient, shared_url: str, content: bytes, method: str, path: str
 ) -> None:
-    with nothing_changes(database_url):
-        response = _json_post(client, path, content, method)
+    with nothing_changes(shared_url):
+        response = _json_post(shared_client, path, content, method)
 
     assert_error(response, 400, "MALFORMED_JSON")
 
 
 @pytest.mark.parametrize(("method", "path"), [("POST", LIST), ("PATCH", ONE)])
 def test_body_over_one_mib_is_413(
-    client: TestClient, database_url: str, method: str, path: str
+    shared_client: TestClient, shared_url: str, method: str, path: str
 ) -> None:
     content = json.dumps({"name": "x" * MIB}).encode()
     assert len(content) > MIB
 
-    with nothing_changes(database_url):
-        response = _json_post(client, path, content, method)
+    with nothing_changes(shared_url):
+        response = _json_post(shared_client, path, content, method)
 
     assert_error(response, 413, "PAYLOAD_TOO_LARGE")
 
 
 def test_body_just_under_one_mib_is_read_and_validated(
-    client: TestClient, database_url: str
+    shared_client: TestClient, shared_url: str
 ) -> None:
     content = json.dumps(create_body(name="x" * (MIB - 200))).encode()
     assert len(content) <= MIB
 
-    with nothing_changes(database_url):
-        response = _json_post(client, LIST, content)
+    with nothing_changes(shared_url):
+        response = _json_post(shared_client, LIST, content)
 
     assert response.status_code == 422, response.text
     assert [(e["code"], e.get("field")) for e in error_entries(response)] == [
@@ -238,12 +238,12 @@ def test_body_just_under_one_mib_is_read_and_validated(
     ("method", "path"), [("GET", LIST), ("GET", ONE), ("POST", LIST), ("PATCH", ONE)]
 )
 def test_unusable_credentials_are_401_with_www_authenticate_bearer(
-    client: TestClient, database_url: str, authorization: str | None, method: str, path: str
+    shared_client: TestClient, shared_url: str, authorization: str | None, method: str, path: str
 ) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
     body = create_body() if method == "POST" else {"name": "x"}
-    with nothing_changes(database_url):
-        response = client.request(
+    with nothing_changes(shared_url):
+        response = shared_client.request(
             method, path, json=body if method != "GET" else None, headers=headers
         )
 
@@ -252,8 +252,8 @@ def test_unusable_credentials_are_401_with_www_authenticate_bearer(
 
 
 @pytest.mark.parametrize("scheme", ["bearer", "BEARER", "BeArEr"])
-def test_scheme_word_is_case_insensitive(client: TestClient, scheme: str) -> None:
-    response = client.get(LIST, headers={"Authorization": f"{scheme} {ORG_A1_SECRET}"})
+def test_scheme_word_is_case_insensitive(shared_client: TestClient, scheme: str) -> None:
+    response = shared_client.get(LIST, headers={"Authorization": f"{scheme} {ORG_A1_SECRET}"})
 
     assert response.status_code == 200, response.text
     assert response.json()["count"] == 2
@@ -298,9 +298,9 @@ def test_no_error_ever_has_a_detail_key(client: TestClient) -> None:
             assert "detail" not in response.text, response.text
 
 
-def test_a_sane_client_request_id_is_echoed(client: TestClient) -> None:
+def test_a_sane_client_request_id_is_echoed(shared_client: TestClient) -> None:
     for headers in ({}, ORG_A1):
-        response = client.get(LIST, headers={**headers, "X-Request-Id": "req-abc_123.XYZ"})
+        response = shared_client.get(LIST, headers={**headers, "X-Request-Id": "req-abc_123.XYZ"})
         assert response.headers["X-Request-Id"] == "req-abc_123.XYZ"
 
 
@@ -314,8 +314,10 @@ def test_a_sane_client_request_id_is_echoed(client: TestClient) -> None:
         "empty",
     ],
 )
-def test_an_insane_client_request_id_is_replaced(client: TestClient, request_id: str) -> None:
-    response = client.get(LIST, headers={**ORG_A1, "X-Request-Id": request_id})
+def test_an_insane_client_request_id_is_replaced(
+    shared_client: TestClient, request_id: str
+) -> None:
+    response = shared_client.get(LIST, headers={**ORG_A1, "X-Request-Id": request_id})
 
     assert response.status_code == 200
     assert response.headers["X-Request-Id"]

@@ -19,8 +19,10 @@ ADMIN_A = auth("key_admin_a")
 
 
 @pytest.mark.parametrize("integration_id", ["int_a1_orders", "int_a2_orders", "int_a2_stripe"])
-def test_get_answers_the_exact_representation(client: TestClient, integration_id: str) -> None:
-    response = client.get(f"/v1/integrations/{integration_id}", headers=ADMIN_A)
+def test_get_answers_the_exact_representation(
+    shared_client: TestClient, integration_id: str
+) -> None:
+    response = shared_client.get(f"/v1/integrations/{integration_id}", headers=ADMIN_A)
 
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-store"
@@ -29,8 +31,8 @@ def test_get_answers_the_exact_representation(client: TestClient, integration_id
     assert response.json() == world_integration(MATRIX, integration_id)
 
 
-def test_merchant_order_of_the_world_is_kept(client: TestClient) -> None:
-    response = client.get("/v1/integrations/int_a2_orders", headers=ADMIN_A)
+def test_merchant_order_of_the_world_is_kept(shared_client: TestClient) -> None:
+    response = shared_client.get("/v1/integrations/int_a2_orders", headers=ADMIN_A)
 
     assert response.json()["merchant_ids"] == ["mrch_a2_2", "mrch_a2_1"]
 
@@ -61,9 +63,9 @@ def test_merchant_order_of_the_world_is_kept(client: TestClient) -> None:
     ],
 )
 def test_missing_or_out_of_scope_integration_is_not_found(
-    client: TestClient, database_url: str, integration_id: str
+    shared_client: TestClient, shared_url: str, integration_id: str
 ) -> None:
-    with nothing_changes(database_url):
-        response = client.get(f"/v1/integrations/{integration_id}", headers=ADMIN_A)
+    with nothing_changes(shared_url):
+        response = shared_client.get(f"/v1/integrations/{integration_id}", headers=ADMIN_A)
 
     assert_error(response, 404, "NOT_FOUND")

@@ -2,35 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
+from tests.integrations.conftest import BULK
 from tests.integrations.helpers import (
     assert_validation_error,
     auth,
     create_body,
     nothing_changes,
-    with_integrations,
     world,
     world_integration,
 )
-from tests.support import api_client, query
+from tests.support import query
 
 ORG_A1 = auth("key_org_a1")
 ADMIN_A = auth("key_admin_a")
-BULK = 30  # more than the default page
 LIST = "/v1/integrations"
-
-
-@pytest.fixture
-def crowded(database_url: str) -> Iterator[TestClient]:
-    """The matrix world with 30 more integrations in org_a1 (32 in all, 34 for admin A)."""
-    data = with_integrations(world("matrix"), "org_a1", "mrch_a1_1", BULK)
-    with api_client(database_url, data) as test_client:
-        yield test_client
 
 
 def _newest_first(database_url: str, organisations: set[str]) -> list[str]:
@@ -44,8 +34,8 @@ def _ids(response: Any) -> list[str]:
     return [item["id"] for item in response.json()["items"]]
 
 
-def test_list_is_items_and_count_of_exact_representations(client: TestClient) -> None:
-    response = client.get(LIST, headers=ORG_A1)
+def test_list_is_items_and_count_of_exact_representations(shared_client: TestClient) -> None:
+    response = shared_client.get(LIST, headers=ORG_A1)
 
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-store"
@@ -58,23 +48,23 @@ def test_list_is_items_and_count_of_exact_representations(client: TestClient) ->
     ]
 
 
-def test_default_limit_is_20_with_the_true_count(crowded: TestClient, database_url: str) -> None:
+def test_default_limit_is_20_with_the_true_count(crowded: TestClient, crowded_url: str) -> None:
     response = crowded.get(LIST, headers=ORG_A1)
 
     assert response.status_code == 200
     assert response.json()["count"] == BULK + 2
-    assert _ids(response) == _newest_first(database_url, {"org_a1"})[:20]
+    assert _ids(response) == _newest_first(crowded_url, {"org_a1"})[:20]
 
 
 @pytest.mark.parametrize(("limit", "offset"), [(1, 0), (5, 3), (100, 0), (7, 30), (20, 31)])
 def test_count_is_the_whole_scope_whatever_limit_and_offset(
-    crowded: TestClient, database_url: str, limit: int, offset: int
+    crowded: TestClient, crowded_url: str, limit: int, offset: int
 ) -> None:
     response = crowded.get(LIST, params={"limit": limit, "offset": offset}, headers=ORG_A1)
 
     assert response.status_code == 200
     assert response.json()["count"] == BULK + 2
-    assert _ids(response) == _newest_first(database_url, {"org_a1"})[offset : offset + limit]
+    assert _ids(response) == _newest_first(crowded_url, {"org_a1"})[offset : offset + limit]
 
 
 @pytest.mark.parametrize("offset", [32, 33, 1000, 2**31])
@@ -87,7 +77,7 @@ def test_offset_past_the_end_is_empty_with_the_true_count(crowded: TestClient, o
 
 @pytest.mark.parametrize("limit", [1, 3, 7, 20])
 def test_paging_with_a_fixed_limit_visits_every_integration_once(
-    crowded: TestClient, database_url: str, limit: int
+    crowded: TestClient, crowded_url: str, limit: int
 ) -> None:
     seen: list[str] = []
     offset = 0
@@ -100,7 +90,7 @@ def test_paging_with_a_fixed_limit_visits_every_integration_once(
         seen += _ids(page)
         offset += limit
 
-    assert seen == _newest_first(database_url, {"org_a1", "org_a2"})
+    assert seen == _newest_first(crowded_url, {"org_a1", "org_a2"})
     assert len(seen) == len(set(seen)) == BULK + 4
 
 
@@ -131,8 +121,8 @@ def test_requests_one_after_another_are_never_tied(client: TestClient, database_
 
 
 @pytest.mark.parametrize("limit", ["1", "100", "50"])
-def test_limit_within_range_is_accepted(client: TestClient, limit: str) -> None:
-    response = client.get(f"{LIST}?limit={limit}", headers=ADMIN_A)
+def test_limit_within_range_is_accepted(shared_client: TestClient, limit: str) -> None:
+    response = shared_client.get(f"{LIST}?limit={limit}", headers=ADMIN_A)
 
     assert response.status_code == 200
     assert response.json()["count"] == 4
@@ -155,10 +145,10 @@ def test_limit_within_range_is_accepted(client: TestClient, limit: str) -> None:
     ],
 )
 def test_bad_limit_is_validation_error_on_limit(
-    client: TestClient, database_url: str, query_string: str
+    shared_client: TestClient, shared_url: str, query_string: str
 ) -> None:
-    with nothing_changes(database_url):
-        response = client.get(f"{LIST}?{query_string}", headers=ADMIN_A)
+    with nothing_changes(shared_url):
+        response = shared_client.get(f"{LIST}?{query_string}", headers=ADMIN_A)
 
     assert_validation_error(response, "limit")
 
@@ -168,10 +158,10 @@ def test_bad_limit_is_validation_error_on_limit(
     ["offset=-1", "offset=x", "offset=2.0", "offset=", "offset=0&offset=1"],
 )
 def test_bad_offset_is_validation_error_on_offset(
-    client: TestClient, database_url: str, query_string: str
+    shared_client: TestClient, shared_url: str, query_string: str
 ) -> None:
-    with nothing_changes(database_url):
-        response = client.get(f"{LIST}?{query_string}", headers=ADMIN_A)
+    with nothing_changes(shared_url):
+        response = shared_client.get(f"{LIST}?{query_string}", headers=ADMIN_A)
 
     assert_validation_error(response, "offset")
 
@@ -180,23 +170,23 @@ def test_bad_offset_is_validation_error_on_offset(
     "name", ["organisation_id", "status", "type", "page", "Limit", "filter[status]"]
 )
 def test_unknown_query_parameter_is_validation_error_not_a_silent_filter(
-    client: TestClient, database_url: str, name: str
+    shared_client: TestClient, shared_url: str, name: str
 ) -> None:
-    with nothing_changes(database_url):
-        response = client.get(LIST, params={name: "org_a1"}, headers=ADMIN_A)
+    with nothing_changes(shared_url):
+        response = shared_client.get(LIST, params={name: "org_a1"}, headers=ADMIN_A)
 
     assert_validation_error(response, name)
 
 
-def test_bad_limit_and_offset_are_both_reported(client: TestClient) -> None:
-    response = client.get(f"{LIST}?limit=0&offset=-1", headers=ADMIN_A)
+def test_bad_limit_and_offset_are_both_reported(shared_client: TestClient) -> None:
+    response = shared_client.get(f"{LIST}?limit=0&offset=-1", headers=ADMIN_A)
 
     assert_validation_error(response, "limit", "offset")
     assert len(response.json()["errors"]) == 2
 
 
-def test_a_key_with_no_organisations_lists_nothing(client: TestClient) -> None:
-    response = client.get(LIST, headers=auth("key_unassigned_a"))
+def test_a_key_with_no_organisations_lists_nothing(shared_client: TestClient) -> None:
+    response = shared_client.get(LIST, headers=auth("key_unassigned_a"))
 
     assert response.status_code == 200
     assert response.json() == {"items": [], "count": 0}

@@ -5,20 +5,20 @@ from __future__ import annotations
 from starlette.testclient import TestClient
 
 
-def test_healthz_is_200_without_a_key(client: TestClient) -> None:
-    response = client.get("/healthz")
+def test_healthz_is_200_without_a_key(shared_client: TestClient) -> None:
+    response = shared_client.get("/healthz")
 
     assert response.status_code == 200
 
 
-def test_readyz_is_200_when_the_database_answers(client: TestClient) -> None:
-    response = client.get("/readyz")
+def test_readyz_is_200_when_the_database_answers(shared_client: TestClient) -> None:
+    response = shared_client.get("/readyz")
 
     assert response.status_code == 200
 
 
-def test_openapi_document_is_openapi_3_1_with_both_paths(client: TestClient) -> None:
-    response = client.get("/v1/openapi.json")
+def test_openapi_document_is_openapi_3_1_with_both_paths(shared_client: TestClient) -> None:
+    response = shared_client.get("/v1/openapi.json")
 
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("application/json")
@@ -28,8 +28,8 @@ def test_openapi_document_is_openapi_3_1_with_both_paths(client: TestClient) -> 
     assert {"/v1/integrations", "/v1/integrations/{integration_id}"} <= paths
 
 
-def test_openapi_document_declares_the_error_answers(client: TestClient) -> None:
-    document = client.get("/v1/openapi.json").json()
+def test_openapi_document_declares_the_error_answers(shared_client: TestClient) -> None:
+    document = shared_client.get("/v1/openapi.json").json()
     operations = {
         (method.upper(), path.rstrip("/")): op
         for path, item in document["paths"].items()
@@ -56,8 +56,8 @@ def test_openapi_document_declares_the_error_answers(client: TestClient) -> None
         assert codes <= set(operations[key]["responses"]), (key, operations[key]["responses"])
 
 
-def test_docs_page_is_html(client: TestClient) -> None:
-    response = client.get("/v1/docs")
+def test_docs_page_is_html(shared_client: TestClient) -> None:
+    response = shared_client.get("/v1/docs")
 
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/html")

@@ -61,10 +61,12 @@ def test_patch_name_and_status_together(client: TestClient) -> None:
 
 
 def test_disabling_a_disabled_integration_is_a_successful_no_op(
-    client: TestClient, database_url: str
+    shared_client: TestClient, shared_url: str
 ) -> None:
-    with nothing_changes(database_url):
-        response = _patch(client, "/v1/integrations/int_a2_orders", {"status": "DISABLED"}, ADMIN_A)
+    with nothing_changes(shared_url):
+        response = _patch(
+            shared_client, "/v1/integrations/int_a2_orders", {"status": "DISABLED"}, ADMIN_A
+        )
 
     assert response.status_code == 200, response.text
     assert response.json() == world_integration(MATRIX, "int_a2_orders")
@@ -102,23 +104,23 @@ def test_patch_leaves_other_integrations_alone(client: TestClient) -> None:
     assert other.json() == world_integration(MATRIX, "int_a1_stripe")
 
 
-def test_empty_body_is_missing_update_fields(client: TestClient, database_url: str) -> None:
-    response = _refused(client, database_url, {})
+def test_empty_body_is_missing_update_fields(shared_client: TestClient, shared_url: str) -> None:
+    response = _refused(shared_client, shared_url, {})
 
     assert_error(response, 422, "MISSING_UPDATE_FIELDS")
 
 
-def test_status_enabled_is_validation_error(client: TestClient, database_url: str) -> None:
-    response = _refused(client, database_url, {"status": "ENABLED"})
+def test_status_enabled_is_validation_error(shared_client: TestClient, shared_url: str) -> None:
+    response = _refused(shared_client, shared_url, {"status": "ENABLED"})
 
     assert_validation_error(response, "status")
 
 
 @pytest.mark.parametrize("status", ["disabled", "PAUSED", "", None, 0, True, ["DISABLED"]])
 def test_status_other_than_disabled_is_validation_error(
-    client: TestClient, database_url: str, status: Any
+    shared_client: TestClient, shared_url: str, status: Any
 ) -> None:
-    response = _refused(client, database_url, {"status": status})
+    response = _refused(shared_client, shared_url, {"status": status})
 
     assert_validation_error(response, "status")
 
@@ -141,9 +143,9 @@ def test_status_other_than_disabled_is_validation_error(
     ],
 )
 def test_bad_name_is_validation_error_on_name(
-    client: TestClient, database_url: str, name: Any
+    shared_client: TestClient, shared_url: str, name: Any
 ) -> None:
-    response = _refused(client, database_url, {"name": name})
+    response = _refused(shared_client, shared_url, {"name": name})
 
     assert_validation_error(response, "name")
 
@@ -160,23 +162,23 @@ def test_bad_name_is_validation_error_on_name(
     ],
 )
 def test_field_other_than_name_or_status_is_validation_error(
-    client: TestClient, database_url: str, field: str, value: Any
+    shared_client: TestClient, shared_url: str, field: str, value: Any
 ) -> None:
-    response = _refused(client, database_url, {"name": "Renamed", field: value})
+    response = _refused(shared_client, shared_url, {"name": "Renamed", field: value})
 
     assert_validation_error(response, field)
 
 
 def test_misspelt_status_alone_is_validation_error_not_missing_fields(
-    client: TestClient, database_url: str
+    shared_client: TestClient, shared_url: str
 ) -> None:
-    response = _refused(client, database_url, {"stauts": "DISABLED"})
+    response = _refused(shared_client, shared_url, {"stauts": "DISABLED"})
 
     assert_validation_error(response, "stauts")
 
 
-def test_every_problem_gets_its_own_entry(client: TestClient, database_url: str) -> None:
-    response = _refused(client, database_url, {"name": "", "status": "ENABLED", "type": "X"})
+def test_every_problem_gets_its_own_entry(shared_client: TestClient, shared_url: str) -> None:
+    response = _refused(shared_client, shared_url, {"name": "", "status": "ENABLED", "type": "X"})
 
     assert_validation_error(response, "name", "status", "type")
     assert len(response.json()["errors"]) == 3
@@ -187,21 +189,21 @@ def test_every_problem_gets_its_own_entry(client: TestClient, database_url: str)
 )
 @pytest.mark.parametrize("integration_id", ["int_a1_stripe", "int_a2_stripe"])
 def test_any_patch_of_a_non_custom_orders_integration_is_refused(
-    client: TestClient, database_url: str, body: dict[str, str], integration_id: str
+    shared_client: TestClient, shared_url: str, body: dict[str, str], integration_id: str
 ) -> None:
-    with nothing_changes(database_url):
-        response = _patch(client, f"/v1/integrations/{integration_id}", body, ADMIN_A)
+    with nothing_changes(shared_url):
+        response = _patch(shared_client, f"/v1/integrations/{integration_id}", body, ADMIN_A)
 
     assert_error(response, 422, "INVALID_INTEGRATION_TYPE")
 
 
 def test_patch_of_a_disabled_stripe_integration_is_refused_too(
-    client: TestClient, database_url: str
+    shared_client: TestClient, shared_url: str
 ) -> None:
     b1_admin = auth("key_admin_b")
-    with nothing_changes(database_url):
+    with nothing_changes(shared_url):
         response = _patch(
-            client, "/v1/integrations/int_b1_stripe", {"status": "DISABLED"}, b1_admin
+            shared_client, "/v1/integrations/int_b1_stripe", {"status": "DISABLED"}, b1_admin
         )
 
     assert_error(response, 422, "INVALID_INTEGRATION_TYPE")
@@ -212,10 +214,10 @@ def test_patch_of_a_disabled_stripe_integration_is_refused_too(
     ["int_nonexistent", "int_a2_orders", "int_b1_orders", "int_d_orders", "INT_A1_ORDERS"],
 )
 def test_patch_of_a_missing_or_out_of_scope_integration_is_not_found(
-    client: TestClient, database_url: str, integration_id: str
+    shared_client: TestClient, shared_url: str, integration_id: str
 ) -> None:
     response = _refused(
-        client, database_url, {"name": "Renamed"}, f"/v1/integrations/{integration_id}"
+        shared_client, shared_url, {"name": "Renamed"}, f"/v1/integrations/{integration_id}"
     )
 
     assert_error(response, 404, "NOT_FOUND")
