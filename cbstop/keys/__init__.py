@@ -1,0 +1,1 @@
+"""Key management for operators (`cbstop keys ...`); authentication lives in `cbstop.auth`."""

@@ -1,0 +1,76 @@
+"""The SQL of key management: owners exist, keys inserted, revoked and listed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cbstop.db.database import Connection
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """A key as `cbstop keys list` shows it: never its secret, nor its hash."""
+
+    id: str
+    organisation_id: str | None
+    partner_group_id: str | None
+    abilities: str
+    created_at: int
+    revoked_at: int | None
+
+
+async def organisation_exists(conn: Connection, organisation_id: str) -> bool:
+    """Whether the organisation exists."""
+    row = await conn.fetchrow("SELECT 1 FROM organisations WHERE id = $1", organisation_id)
+    return row is not None
+
+
+async def partner_group_exists(conn: Connection, partner_group_id: str) -> bool:
+    """Whether the partner group exists."""
+    row = await conn.fetchrow("SELECT 1 FROM partner_groups WHERE id = $1", partner_group_id)
+    return row is not None
+
+
+async def insert_key(
+    conn: Connection,
+    *,
+    key_id: str,
+    key_hash: str,
+    organisation_id: str | None,
+    partner_group_id: str | None,
+    abilities: str,
+    created_at: int,
+) -> None:
+    """Store a new key (its hash only)."""
+    await conn.execute(
+        "INSERT INTO api_keys (id, key_hash, organisation_id, partner_group_id, abilities, "
+        "revoked, revoked_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)",
+        key_id,
+        key_hash,
+        organisation_id,
+        partner_group_id,
+        abilities,
+        False,
+        created_at,
+    )
+
+
+async def revoke_key(conn: Connection, key_id: str, revoked_at: int) -> bool:
+    """Mark the key revoked (a revoked key keeps its first revocation time); False if unknown."""
+    row = await conn.fetchrow(
+        "UPDATE api_keys SET revoked = $2, revoked_at = COALESCE(revoked_at, $3) "
+        "WHERE id = $1 RETURNING id",
+        key_id,
+        True,
+        revoked_at,
+    )
+    return row is not None
+
+
+async def list_keys(conn: Connection) -> list[StoredKey]:
+    """Every key, oldest first."""
+    rows = await conn.fetch(
+        "SELECT id, organisation_id, partner_group_id, abilities, created_at, revoked_at "
+        "FROM api_keys ORDER BY created_at, id"
+    )
+    return [StoredKey(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
