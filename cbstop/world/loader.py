@@ -56,7 +56,7 @@ class LoadSummary:
 
     def describe(self) -> str:
         """One line for the command line."""
-        added = ", ".join(f"{n} {section}" for section, n in self.added.items() if n)
+        added = ", ".join(f"{section} {n}" for section, n in self.added.items() if n)
         same = sum(self.unchanged.values())
         text = f"added {added}" if added else "nothing new"
         if same:

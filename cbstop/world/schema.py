@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from cbstop.auth.keys import MAX_KEY_LENGTH
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+# The API takes merchant ids of at most 64 characters: a longer one could never be linked.
+MerchantId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 IntegrationType = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Secret = Annotated[str, StringConstraints(min_length=20, max_length=MAX_KEY_LENGTH)]
@@ -46,7 +48,7 @@ class Organisation(Entry):
 
 
 class Merchant(Entry):
-    id: Id
+    id: MerchantId
     organisation_id: Id
     name: Name
 
@@ -57,7 +59,7 @@ class Integration(Entry):
     name: Name
     type: IntegrationType
     status: Literal["ENABLED", "DISABLED"]
-    merchant_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)]
+    merchant_ids: Annotated[list[MerchantId], Field(min_length=1, max_length=1000)]
 
 
 class ApiKey(Entry):

@@ -1,0 +1,343 @@
+"""The `cbstop` command: serve, migrate, load world files, manage keys.
+
+Every operational failure (unreachable database, bad URL, bad world file, unknown owner...)
+is one line on stderr and exit status 1; usage mistakes exit 2. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+
+from cbstop.settings import Settings
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="cbstop",
+    help="cbstop: the ChargebackStop Integrations API, self-hosted.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+keys_app = typer.Typer(
+    help="Create, revoke and list API keys. A key's secret is shown once, at creation.",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="postgresql://user@host:port/db or sqlite:///path.db "
+        "[default: $CBSTOP_DATABASE_URL, then sqlite:///./cbstop.db]",
+        show_default=False,
+    ),
+]
+
+
+class Ability(StrEnum):
+    read = "integrations:read"
+    write = "integrations:write"
+
+
+class CliError(Exception):
+    """A failure to report as one line."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"cbstop: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Turn every failure into one readable line on stderr and a non-zero exit."""
+    from cbstop.keys.service import KeyManagementError
+    from cbstop.world.loader import WorldError
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except CliError as exc:
+        _fail(str(exc), exc.code)
+    except (WorldError, KeyManagementError) as exc:
+        _fail(_first_line(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:
+        _fail(_describe_failure(exc))
+
+
+def _describe_failure(exc: Exception) -> str:
+    """The operator's view of an unexpected failure, mostly: the database is not reachable."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+    from cbstop.errors import ServiceUnavailable
+
+    if isinstance(exc, ValidationError):
+        first = exc.errors(include_url=False)[0]
+        name = ".".join(str(p) for p in first["loc"])
+        return f"invalid setting {name} (CBSTOP_{name.upper()}): {first['msg']}"
+    if isinstance(exc, OperationalError):
+        return f"the database is not available: {_first_line(exc.orig or exc)}"
+    if isinstance(exc, DBAPIError):
+        return f"database error: {_first_line(exc.orig or exc)}"
+    if isinstance(exc, SQLAlchemyError | ServiceUnavailable):
+        cause = exc.__cause__ or exc
+        return f"the database is not available: {_first_line(cause)}"
+    if isinstance(exc, ValueError):
+        return _first_line(exc)
+    if isinstance(exc, OSError):
+        return f"the database is not reachable: {_first_line(exc)}"
+    if type(exc).__module__.startswith("asyncpg"):
+        return f"database error: {_first_line(exc)}"
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _settings(database_url: str | None) -> Settings:
+    """Settings from the environment, with the database URL the command was given."""
+    return Settings() if database_url is None else Settings(database_url=database_url)
+
+
+def _migrated(database_url: str | None) -> Settings:
+    from cbstop.db.migrate import migrate
+
+    settings = _settings(database_url)
+    migrate(settings.database_url)
+    return settings
+
+
+def _with_database(settings: Settings, work: Callable[..., Awaitable[T]]) -> T:
+    """Run `work(db)` on an opened database, closing it afterwards."""
+    from cbstop.db.database import open_database
+
+    async def run() -> T:
+        db = await open_database(settings.database_url, settings)
+        try:
+            return await work(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+# --- serve, migrate, load ----------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
+    database_url: DatabaseUrl = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="Serve a throwaway SQLite database loaded with the demo world; print its keys.",
+        ),
+    ] = False,
+) -> None:
+    """Apply pending migrations, then serve the API until stopped."""
+    with _one_line_errors():
+        demo_dir: Path | None = None
+        try:
+            if demo:
+                if database_url is not None:
+                    raise CliError("--demo uses its own database: leave out --database-url", 2)
+                # uvicorn re-raises the stop signal once it has shut down; turn it into a
+                # normal exit so the throwaway database is removed below.
+                signal.signal(signal.SIGTERM, _stop)
+                signal.signal(signal.SIGINT, _stop)
+                settings, demo_dir = _prepare_demo(host, port)
+            else:
+                settings = _settings(database_url)
+            from cbstop.server import serve as run_server
+
+            run_server(settings, host=host, port=port, workers=workers)
+        finally:
+            if demo_dir is not None:
+                shutil.rmtree(demo_dir, ignore_errors=True)
+
+
+def _stop(signum: int, frame: object) -> NoReturn:
+    raise SystemExit(0)
+
+
+def _prepare_demo(host: str, port: int) -> tuple[Settings, Path]:
+    from cbstop.demo import prepare_demo
+
+    settings = Settings()
+    prepared = prepare_demo(settings.key_secret)
+    settings = Settings(database_url=prepared.database_url)
+    reach = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104 - compared, not bound
+    if ":" in reach:
+        reach = f"[{reach}]"
+    base = f"http://{reach}:{port}"
+    echo = typer.echo
+    echo(f"cbstop demo: a throwaway SQLite database in {prepared.directory}")
+    echo("Demo keys:")
+    for key in prepared.keys:
+        echo(f"  {key.secret}")
+        echo(f"      {key.id}: {key.sees}")
+    first = prepared.keys[0]
+    echo("Try:")
+    echo(f'  curl -H "Authorization: Bearer {first.secret}" {base}/v1/integrations')
+    echo(f"API documentation: {base}/v1/docs")
+    sys.stdout.flush()
+    return settings, prepared.directory
+
+
+@app.command()
+def migrate(database_url: DatabaseUrl = None) -> None:
+    """Apply pending database migrations (safe when several processes run it at once)."""
+    with _one_line_errors():
+        from cbstop.db.migrate import current_revision
+
+        settings = _migrated(database_url)
+        typer.echo(f"Database is at revision {current_revision(settings.database_url)}.")
+
+
+@app.command()
+def load(
+    file: Annotated[
+        Path, typer.Argument(help="World file (JSON): tenants, merchants, integrations, keys.")
+    ],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Load a world file in one transaction: all of it, or nothing and the offending entry."""
+    with _one_line_errors():
+        from cbstop.world.loader import load_world_file
+
+        if not file.is_file():
+            raise CliError(f"world file {file} does not exist")
+        settings = _migrated(database_url)
+        summary = load_world_file(
+            settings.database_url, file, key_secret=settings.key_secret, progress=True
+        )
+        typer.echo(f"Loaded {file}: {summary.describe()}.")
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+@keys_app.command("create")
+def keys_create(
+    organisation: Annotated[
+        str | None,
+        typer.Option("--organisation", help="Organisation the key acts for.", show_default=False),
+    ] = None,
+    partner_group: Annotated[
+        str | None,
+        typer.Option("--partner-group", help="Partner group the key acts for.", show_default=False),
+    ] = None,
+    ability: Annotated[
+        list[Ability] | None,
+        typer.Option(
+            "--ability",
+            help="Grant only this ability (repeatable). Default: both.",
+            show_default=False,
+        ),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a key for an organisation or a partner group; its secret is printed once."""
+    with _one_line_errors():
+        from cbstop.keys.service import create_key
+
+        if (organisation is None) == (partner_group is None):
+            raise CliError("give exactly one of --organisation and --partner-group", 2)
+        settings = _migrated(database_url)
+        abilities = None if ability is None else [a.value for a in ability]
+        created = _with_database(
+            settings,
+            lambda db: create_key(
+                db,
+                settings.key_secret,
+                organisation_id=organisation,
+                partner_group_id=partner_group,
+                abilities=abilities,
+            ),
+        )
+        info = created.info
+        owner = info.owner_kind.replace("_", " ")
+        typer.echo(
+            f"Created key {info.id} for {owner} {info.owner_id} "
+            f"({', '.join(sorted(info.abilities))})."
+        )
+        typer.echo("Its secret is shown only this once; store it now:")
+        typer.echo(created.secret)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="Id of the key (as `cbstop keys list` shows).")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke a key: it stops working within a second. Revoking twice is harmless."""
+    with _one_line_errors():
+        from cbstop.keys.service import revoke_key
+
+        settings = _migrated(database_url)
+        _with_database(settings, lambda db: revoke_key(db, key_id))
+        typer.echo(f"Revoked key {key_id}.")
+
+
+@keys_app.command("list")
+def keys_list(database_url: DatabaseUrl = None) -> None:
+    """List every key: id, owner, abilities, creation and revocation. Never the secret."""
+    with _one_line_errors():
+        from cbstop.keys.service import list_keys
+
+        settings = _migrated(database_url)
+        keys = _with_database(settings, list_keys)
+        if not keys:
+            typer.echo("No keys.")
+            return
+        rows = [("ID", "OWNER", "ABILITIES", "CREATED", "REVOKED")]
+        for k in keys:
+            rows.append(
+                (
+                    k.id,
+                    f"{k.owner_kind} {k.owner_id}",
+                    ",".join(sorted(k.abilities)),
+                    _time(k.created_at),
+                    _time(k.revoked_at) if k.revoked_at is not None else "-",
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _time(micros: int) -> str:
+    return datetime.fromtimestamp(micros / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
