@@ -56,12 +56,16 @@ def ensure_wrk() -> str:
 PEER_REQUIREMENT = "greenlet>=3.1,<4"
 
 
-def ensure_peer_path(cache: Path) -> str | None:
-    """An extra PYTHONPATH entry holding what the textbook peer needs beyond the lock."""
+def ensure_peer_path() -> str | None:
+    """An extra PYTHONPATH entry holding what the textbook peer needs beyond the lock.
+
+    It lives inside the venv (so `make clean` removes it) but outside site-packages, so the
+    service's own environment stays exactly as locked.
+    """
     check = subprocess.run([PYTHON, "-c", "import greenlet"], capture_output=True)
     if check.returncode == 0:
         return None
-    target = cache / "peer-site"
+    target = Path(sys.prefix) / "bench-peer-site"
     if not (target / "greenlet").is_dir():
         log(f"installing {PEER_REQUIREMENT} for the textbook peer into {target}")
         done = subprocess.run(
@@ -105,10 +109,18 @@ def vacuum_analyze(url: str) -> None:
         conn.execute("VACUUM ANALYZE")
 
 
+def cbstop_command() -> list[str]:
+    """The `cbstop` command: $CBSTOP_BENCH_CBSTOP if set (another build), else the venv's."""
+    override = os.environ.get("CBSTOP_BENCH_CBSTOP")
+    if override:
+        return override.split()
+    exe = BIN / "cbstop"
+    return [str(exe) if exe.exists() else "cbstop"]
+
+
 def cbstop(args: Sequence[str], env: dict[str, str]) -> float:
     """Run one `cbstop` command; its wall time in seconds."""
-    exe = BIN / "cbstop"
-    argv = [str(exe) if exe.exists() else "cbstop", *args]
+    argv = [*cbstop_command(), *args]
     started = time.perf_counter()
     done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True)
     took = time.perf_counter() - started

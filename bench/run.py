@@ -38,6 +38,7 @@ from bench.procs import (
     BenchError,
     Server,
     cbstop,
+    cbstop_command,
     create_database,
     drop_database,
     ensure_peer_path,
@@ -192,14 +193,14 @@ def _env(**extra: str) -> dict[str, str]:
 def _uvicorn(app: str, port: int, workers: int) -> list[str]:
     return [
         PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-        "--workers", str(workers), "--no-access-log", "--log-level", "warning",
+        "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
+        "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
 
 
 def _cbstop_serve(url: str, port: int, workers: int) -> list[str]:
-    exe = BIN / "cbstop"
     return [
-        str(exe) if exe.exists() else "cbstop", "serve", "--database-url", url,
+        *cbstop_command(), "serve", "--database-url", url,
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
     ]  # fmt: skip
 
@@ -414,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         wrk = ensure_wrk()
-        peer_path = None if args.no_refs else ensure_peer_path(CACHE)
+        peer_path = None if args.no_refs else ensure_peer_path()
         out: dict[str, Any] = {"measurements": [], "rss": [], "loads": []}
         meta = _meta(args, stamp)
         for size in args.sizes:

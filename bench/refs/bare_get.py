@@ -1,9 +1,10 @@
 """Reference "bare get": a bare ASGI app doing one asyncpg primary-key fetch of an integration.
 
 `GET /v1/integrations/{id}` runs one statement on a pooled connection (the row and its
-merchant ids, in position order, in one round trip), builds the contract's representation and
-encodes it with orjson. No authentication, no scope, no framework: the floor under cbstop's
-GET one on the same database, server and workers. Reads CBSTOP_DATABASE_URL.
+merchant ids, in position order, in one round trip; the connection goes back to the pool
+without asyncpg's default reset, which would be a second round trip), builds the contract's
+representation and encodes it with orjson. No authentication, no scope, no framework: the
+floor under cbstop's GET one on the same database, server and workers. Reads CBSTOP_DATABASE_URL.
 
     CBSTOP_DATABASE_URL=postgresql://... python -m uvicorn bench.refs.bare_get:app --workers 2
 """
@@ -36,6 +37,10 @@ NOT_FOUND = b'{"errors":[{"code":"NOT_FOUND","message":"Not found"}]}'
 _pool: list[asyncpg.Pool] = []
 
 
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's default reset on release: it costs a second round trip per request."""
+
+
 async def _respond(send: Send, status: int, body: bytes) -> None:
     headers = [*JSON, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -48,7 +53,10 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 url = os.environ["CBSTOP_DATABASE_URL"]
-                _pool.append(await asyncpg.create_pool(url, min_size=2, max_size=10))
+                pool = asyncpg.create_pool(
+                    url, min_size=2, max_size=10, reset=_no_reset, server_settings={"jit": "off"}
+                )
+                _pool.append(await pool)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for pool in _pool:
