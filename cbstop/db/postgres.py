@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any
 
 import asyncpg
@@ -24,12 +24,27 @@ UNAVAILABLE = (
     asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # A connection that got the server's FATAL while idle (pg_ctl stop -m fast) is left in a
+    # state where its next query fails with this; it is dead, like a reset one.
+    asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
     asyncpg.QueryCanceledError,  # statement_timeout
     asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,  # another backend crashed: the server is restarting
     asyncpg.TooManyConnectionsError,
     asyncpg.InsufficientResourcesError,
 )
+
+
+def _discard(conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> None:
+    """Close a connection that failed in use, so the pool never hands it out again.
+
+    When the server went away asyncpg may already have closed it and detached it from its
+    proxy, and `terminate()` on a detached proxy raises `InterfaceError`: nothing is left
+    to do then.
+    """
+    with suppress(asyncpg.InterfaceError):
+        conn.terminate()
 
 
 class PostgresConnection:
@@ -122,14 +137,14 @@ class PostgresDatabase:
                 try:
                     await tx.rollback()
                 except UNAVAILABLE:
-                    conn.terminate()
+                    _discard(conn)
                 raise
             try:
                 await tx.commit()
             except UNAVAILABLE as exc:
                 raise ServiceUnavailable() from exc
         except UNAVAILABLE as exc:
-            conn.terminate()
+            _discard(conn)
             raise ServiceUnavailable() from exc
         finally:
             await self._pool.release(conn)
@@ -146,7 +161,7 @@ class PostgresDatabase:
         try:
             yield PostgresConnection(conn)
         except UNAVAILABLE as exc:
-            conn.terminate()
+            _discard(conn)
             raise ServiceUnavailable() from exc
         finally:
             await self._pool.release(conn)
