@@ -120,12 +120,14 @@ def cluster() -> Iterator[Cluster]:
 class Server:
     """One `cbstop serve` process, its stdout and stderr kept in files."""
 
-    def __init__(self, database_url: str, *, workers: int = 1, **env: str) -> None:
+    def __init__(
+        self, database_url: str, *, workers: int = 1, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="cbstop-serve-"))
         self.argv = [CBSTOP, "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         self.argv += ["--database-url", database_url, "--workers", str(workers)]
-        self.env = base_env(**env)
+        self.env = base_env(**(env or {}))
         self.proc: subprocess.Popen[bytes] | None = None
         self._files: list[IO[bytes]] = []
 
@@ -201,9 +203,11 @@ class Server:
 
 
 @contextmanager
-def running(database_url: str, *, workers: int = 1, **env: str) -> Iterator[Server]:
+def running(
+    database_url: str, *, workers: int = 1, env: dict[str, str] | None = None
+) -> Iterator[Server]:
     """A `cbstop serve` on `database_url`, ready, stopped afterwards."""
-    server = Server(database_url, workers=workers, **env)
+    server = Server(database_url, workers=workers, env=env)
     server.start()
     try:
         server.wait_ready()

@@ -47,7 +47,7 @@ def limited(database_maker: DatabaseMaker) -> Iterator[Limited]:
             "CBSTOP_POOL_TIMEOUT": str(POOL_TIMEOUT),
             "CBSTOP_STATEMENT_TIMEOUT": str(STATEMENT_TIMEOUT),
         }
-        with running(url, **env) as server:
+        with running(url, env=env) as server:
             yield Limited(server, url, {"Authorization": f"Bearer {secret(matrix, 'key_org_a1')}"})
 
 
