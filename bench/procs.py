@@ -192,14 +192,19 @@ class Server:
             return []
         return [rss_bytes(pid) for pid in worker_pids(self.proc.pid)]
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """Ask the server's process group (ours: started in a new session) to stop."""
         if self.proc is not None and self.proc.poll() is None:
-            pgid = os.getpgid(self.proc.pid)
-            os.killpg(pgid, signal.SIGTERM)
+            os.killpg(self.proc.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        """Stop the server and wait for it; SIGKILL its group if it does not go in 20 s."""
+        self.terminate()
+        if self.proc is not None and self.proc.poll() is None:
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(pgid, signal.SIGKILL)
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         if self._log is not None:
             self._log.close()

@@ -290,7 +290,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     cols = 4
     rows = max(1, -(-len(panels) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    styles = (("p50_ms", "p50", "o"), ("p90_ms", "p90", "s"), ("p99_ms", "p99", "^"))
+    styles = (
+        ("p50_ms", "p50", "o", "tab:blue"),
+        ("p90_ms", "p90", "s", "tab:orange"),
+        ("p99_ms", "p99", "^", "tab:red"),
+    )
     for ax, (server, scenario) in zip(axes.flat, panels, strict=False):
         for srv, alpha, dash in ((server, 1.0, "-"), (PEER, 0.6, "--")):
             if srv == PEER and server not in (CBSTOP, CBSTOP_SQLITE):
@@ -300,12 +304,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
             if not ms or not any(m.repeats for m in ms):
                 continue
             xs = [m.size for m in ms]
-            for key, name, style in styles:
+            for key, name, style, color in styles:
                 ys = [m.median()[key] for m in ms]
-                who = "peer " if srv == PEER else ""
+                who = "peer (PostgreSQL) " if srv == PEER else ""
                 ax.plot(
-                    xs, ys, linestyle=dash, marker=style, alpha=alpha, label=f"{who}{name}",
-                    markersize=4,
+                    xs, ys, linestyle=dash, marker=style, color=color, alpha=alpha,
+                    label=f"{who}{name}", markersize=4,
                 )  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")

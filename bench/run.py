@@ -388,8 +388,12 @@ def run_size(
         for kind, server in servers.items():
             out["rss"].append({"size": size, "server": kind, "workers_bytes": server.worker_rss()})
     finally:
+        started = time.monotonic()
+        for server in servers.values():
+            server.terminate()
         for server in servers.values():
             server.stop()
+        log(f"world {size}: servers stopped in {time.monotonic() - started:.1f}s")
         drop_database(args.postgres, db_name)
         if os.environ.get("CBSTOP_BENCH_KEEP_WORKDIR"):
             log(f"kept {work}")
