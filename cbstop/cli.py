@@ -19,6 +19,9 @@ from typing import Annotated, NoReturn, TypeVar
 
 import typer
 
+# Typer vendors its own copy of click: its exceptions, not the `click` package's, are raised.
+from typer._click import exceptions as click_errors
+
 from cbstop.settings import Settings
 
 T = TypeVar("T")
@@ -339,5 +342,22 @@ def _time(micros: int) -> str:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: usage mistakes are one line too, with where to find help."""
+    try:
+        code = app(standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as exc:
+        # The help is the answer to a bare `cbstop` or `cbstop keys`, not an error.
+        if exc.message:
+            typer.echo(exc.message)
+        code = 0
+    except click_errors.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "cbstop"
+        typer.echo(f"cbstop: error: {exc.format_message()} (see '{where} --help')", err=True)
+        code = exc.exit_code
+    except click_errors.ClickException as exc:
+        typer.echo(f"cbstop: error: {exc.format_message()}", err=True)
+        code = exc.exit_code
+    except typer.Abort:
+        typer.echo("cbstop: error: interrupted", err=True)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
