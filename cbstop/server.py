@@ -7,6 +7,8 @@ connections, lets requests in flight finish for up to `drain_timeout` seconds, a
 from __future__ import annotations
 
 import os
+import signal
+import socket
 from types import FrameType
 from typing import Any
 
@@ -51,6 +53,26 @@ class DrainingServer(uvicorn.Server):
         for state in _states:
             state.draining = True
         super().handle_exit(sig, frame)
+        # uvicorn re-raises the signals it caught once it has shut down, so a drained
+        # process would die of its SIGTERM (exit -15); draining is the answer to the signal.
+        self._captured_signals.clear()
+
+
+class DrainingMultiprocess(Multiprocess):
+    """uvicorn's supervisor, passing SIGTERM/SIGINT on to the workers the moment it arrives.
+
+    uvicorn's own supervisor looks at its signals only every half second, and until then its
+    workers still answer `/readyz` with 200.
+    """
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop_now)
+
+    def _stop_now(self, sig: int, frame: FrameType | None) -> None:
+        self.should_exit.set()
+        self.terminate_all()
 
 
 def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
@@ -80,6 +102,6 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None
     if workers > 1:
         # uvicorn's supervisor builds each worker's Server by this module-level name.
         multiprocess.Server = DrainingServer  # type: ignore[attr-defined]
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        DrainingMultiprocess(config, sockets=[config.bind_socket()]).run()
     else:
         DrainingServer(config).run()
