@@ -1,0 +1,229 @@
+"""SIGTERM under load: readiness turns 503 at once, requests in flight complete, the process
+exits 0 within the drain timeout, and no request the server accepted fails."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from cbstop.world.loader import load_world
+from tests.conftest import _require_postgres
+from tests.integrations.helpers import secret, world
+from tests.reliability.processes import Server
+from tests.support import TEST_KEY_SECRET, DatabaseMaker
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("servers")]
+
+DRAIN_TIMEOUT = 6.0
+IN_FLIGHT = 4  # PATCHes stuck behind a row lock when SIGTERM arrives
+HELD = 1.0  # seconds the row lock outlives SIGTERM
+
+
+@dataclass
+class Sent:
+    """One request of the background load."""
+
+    request_id: str
+    method: str
+    status: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class Probe:
+    """One `/readyz` request on a kept-alive connection."""
+
+    sent: float
+    status: int | None = None
+    error: str | None = None
+
+
+class Load:
+    """Threads of GET/POST on kept-alive connections, each request tagged with an id."""
+
+    def __init__(self, url: str, key: str, threads: int = 3) -> None:
+        self.url = url
+        self.headers = {"Authorization": f"Bearer {key}"}
+        self.sent: list[Sent] = []
+        self.probes: list[Probe] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(threads)]
+        self._threads.append(threading.Thread(target=self._probe))
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _run(self, thread: int) -> None:
+        with httpx.Client(base_url=self.url, headers=self.headers, timeout=30) as client:
+            for n in itertools.count():
+                if self._stop.is_set():
+                    return
+                rid = uuid.uuid4().hex
+                record = Sent(rid, "POST" if n % 3 == 0 else "GET")
+                body = {
+                    "organisation_id": "org_a1",
+                    "name": f"drain t{thread} n{n}",
+                    "type": "CUSTOM_ORDERS",
+                    "merchant_ids": ["mrch_a1_1"],
+                }
+                try:
+                    if record.method == "POST":
+                        answer = client.post(
+                            "/v1/integrations", json=body, headers={"X-Request-Id": rid}
+                        )
+                    else:
+                        answer = client.get("/v1/integrations", headers={"X-Request-Id": rid})
+                    record.status = answer.status_code
+                except httpx.HTTPError as exc:
+                    record.error = type(exc).__name__
+                    time.sleep(0.02)  # the server is gone: do not spin
+                self.sent.append(record)
+
+    def _probe(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            while not self._stop.is_set():
+                probe = Probe(time.monotonic())
+                try:
+                    probe.status = client.get("/readyz").status_code
+                except httpx.HTTPError as exc:
+                    probe.error = type(exc).__name__
+                    time.sleep(0.02)
+                self.probes.append(probe)
+
+
+@pytest.fixture
+def drain_url(database_maker: DatabaseMaker) -> Iterator[str]:
+    _require_postgres()
+    with database_maker.database("postgresql") as url:
+        load_world(url, world("matrix"), key_secret=TEST_KEY_SECRET)
+        yield url
+
+
+def _waiting_on_locks(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = 'cbstop' AND wait_event_type = 'Lock'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_drains_in_flight_requests_and_exits_0(drain_url: str, workers: int) -> None:
+    key = secret(world("matrix"), "key_org_a1")
+    env = {"CBSTOP_DRAIN_TIMEOUT": str(DRAIN_TIMEOUT), "CBSTOP_STATEMENT_TIMEOUT": "20"}
+    server = Server(drain_url, workers=workers, env=env)
+    server.start()
+    try:
+        server.wait_ready()
+        patched: list[int | str] = []
+
+        def patch(client: httpx.Client) -> None:
+            try:
+                answer = client.patch("/v1/integrations/int_a1_orders", json={"name": "drained"})
+                patched.append(answer.status_code)
+            except httpx.HTTPError as exc:
+                patched.append(type(exc).__name__)
+
+        with (
+            psycopg.connect(drain_url) as side,
+            Load(server.url, key) as load,
+        ):
+            headers = {"Authorization": f"Bearer {key}"}
+            clients = [
+                httpx.Client(base_url=server.url, headers=headers, timeout=30)
+                for _ in range(IN_FLIGHT)
+            ]
+            side.execute("SELECT 1 FROM integrations WHERE id = 'int_a1_orders' FOR UPDATE")
+            stuck = [threading.Thread(target=patch, args=(c,)) for c in clients]
+            for thread in stuck:
+                thread.start()
+            deadline = time.monotonic() + 10
+            while _waiting_on_locks(drain_url) < IN_FLIGHT and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _waiting_on_locks(drain_url) == IN_FLIGHT
+            time.sleep(0.3)  # load runs alongside the stuck requests
+            terminated = time.monotonic()
+            server.signal(signal.SIGTERM)
+            time.sleep(HELD)
+            side.rollback()  # the stuck requests can now finish, inside the drain
+            code = server.wait(timeout=DRAIN_TIMEOUT + 5)
+            exited = time.monotonic() - terminated
+            for thread in stuck:
+                thread.join()
+            for client in clients:
+                client.close()
+    finally:
+        server.stop()
+    logged = {}
+    for line in server.stderr.splitlines():
+        if line.startswith('{"time"') and '"request_id"' in line:
+            entry = json.loads(line)
+            logged[entry["request_id"]] = entry["status"]
+    output = server.output
+    server.cleanup()
+
+    assert code == 0, output[-3000:]
+    assert exited <= DRAIN_TIMEOUT + 2, exited
+    assert patched == [200] * IN_FLIGHT
+    # A request the server accepted (it logged it) either got its answer or nothing failed.
+    failed = [
+        s
+        for s in load.sent
+        if (s.status is not None and s.status >= 500)
+        or (s.status is None and s.request_id in logged)
+        or logged.get(s.request_id, 0) >= 500
+    ]
+    refused = [s for s in load.sent if s.status is None and s.request_id not in logged]
+    answered = [s for s in load.sent if s.status is not None]
+    after = [p for p in load.probes if p.sent >= terminated + 0.1]
+    ready_after = [p for p in after if p.status == 200]
+    not_ready = [p for p in load.probes if p.sent >= terminated and p.status == 503]
+    print(
+        f"\n[shutdown --workers {workers}] {len(answered)} answered, {len(refused)} refused "
+        f"before being accepted, {len(failed)} accepted requests failed: {failed[:5]}; "
+        f"in flight {patched}; exit {code} after {exited:.2f}s; /readyz after SIGTERM: "
+        f"{len(not_ready)} x 503, {len(ready_after)} x 200"
+    )
+    assert not failed
+    assert answered
+    # Readiness is off at once: after SIGTERM a probe hears 503 (in the moment before uvicorn
+    # closes idle connections) or cannot connect, never 200.
+    assert not ready_after, "/readyz still answered 200 after SIGTERM"
+    assert all(p.status in (None, 503) for p in after)
+
+
+def test_sigterm_turns_readiness_off_before_anything_else() -> None:
+    """The handler itself, without the race against uvicorn closing connections."""
+    from cbstop.app import AppState
+    from cbstop.server import DrainingServer, _states
+    from cbstop.settings import Settings
+
+    state = AppState(Settings(database_url="sqlite:///unused.db"))
+    server = DrainingServer(uvicorn.Config(app=lambda *_: None))
+    _states.append(state)
+    try:
+        server.handle_exit(signal.SIGTERM, None)
+    finally:
+        _states.remove(state)
+    assert state.draining
+    assert server.should_exit
+    assert not server._captured_signals  # exits 0 instead of dying of the re-raised signal
