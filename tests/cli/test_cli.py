@@ -1,0 +1,289 @@
+"""The `cbstop` command as an operator runs it: exit codes, one-line errors, keys shown once."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cbstop.auth.keys import hash_key
+from tests.cli.run import cbstop
+from tests.support import TEST_KEY_SECRET, query, snapshot
+from tests.world.worlds import SECRETS, base_world
+
+KEY_LINE = re.compile(r"^cbs_[A-Za-z0-9_-]{43}$")
+CREATED = re.compile(
+    r"^Created key (key_[0-9a-f]{16}) for (organisation|partner group) (\S+) \(([^)]*)\)\.$"
+)
+
+
+def world_file(tmp_path: Path, world: dict[str, Any] | None = None) -> Path:
+    path = tmp_path / "world.json"
+    path.write_text(json.dumps(base_world() if world is None else world), encoding="utf-8")
+    return path
+
+
+def assert_one_line_error(result: Any, code: int, message: str) -> None:
+    assert (result.returncode, result.stdout, result.stderr) == (
+        code,
+        "",
+        f"cbstop: error: {message}\n",
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--help"],
+        ["serve", "--help"],
+        ["migrate", "--help"],
+        ["load", "--help"],
+        ["keys"],
+        ["keys", "--help"],
+        ["keys", "create", "--help"],
+        ["keys", "revoke", "--help"],
+        ["keys", "list", "--help"],
+    ],
+    ids=lambda args: " ".join(args) or "bare",
+)
+def test_help_is_shown_and_exits_0(args: list[str]) -> None:
+    result = cbstop(*args)
+    assert result.returncode == 0, result.stderr
+    assert "Usage: cbstop" in result.stdout
+    assert result.stderr == ""
+
+
+def test_help_lists_every_command() -> None:
+    out = cbstop("--help").stdout
+    for command in ("serve", "migrate", "load", "keys"):
+        assert re.search(rf"│ {command} ", out), out
+
+
+def test_migrate_reports_the_revision(database_url: str) -> None:
+    result = cbstop("migrate", "--database-url", database_url)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        "Database is at revision 0001.\n",
+        "",
+    )
+
+
+def test_database_url_defaults_to_the_environment_then_cbstop_db(tmp_path: Path) -> None:
+    result = cbstop("migrate", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "cbstop.db").is_file()
+    other = tmp_path / "other.db"
+    result = cbstop("migrate", cwd=tmp_path, CBSTOP_DATABASE_URL=f"sqlite:///{other}")
+    assert result.returncode == 0, result.stderr
+    assert other.is_file()
+
+
+def test_load_adds_a_world_then_finds_nothing_new(database_url: str, tmp_path: Path) -> None:
+    path = world_file(tmp_path)
+    first = cbstop("load", str(path), "--database-url", database_url)
+    assert (first.returncode, first.stderr) == (0, "")
+    assert first.stdout.startswith(f"Loaded {path}: added partners 2, organisations 4, ")
+    assert query(database_url, "SELECT count(*) FROM integrations") == [(5,)]
+    before = snapshot(database_url)
+    again = cbstop("load", str(path), "--database-url", database_url)
+    assert (again.returncode, again.stderr) == (0, "")
+    assert again.stdout.startswith(f"Loaded {path}: nothing new; 23 entries already present (")
+    assert snapshot(database_url) == before
+
+
+def test_load_works_on_a_fresh_database(empty_database_url: str, tmp_path: Path) -> None:
+    result = cbstop("load", str(world_file(tmp_path)), "--database-url", empty_database_url)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert query(empty_database_url, "SELECT count(*) FROM api_keys") == [(5,)]
+
+
+def test_load_of_a_bad_world_is_one_line_and_writes_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    world = base_world()
+    world["partner_groups"][1]["organisation_ids"] = ["org_b1"]
+    before = snapshot(database_url)
+    result = cbstop("load", str(world_file(tmp_path, world)), "--database-url", database_url)
+    assert_one_line_error(
+        result,
+        1,
+        "partner_groups[1] (pgrp_a_desk): organisation org_b1 belongs to ptr_b, "
+        "not to the group's partner ptr_a",
+    )
+    assert snapshot(database_url) == before
+
+
+def test_load_of_invalid_json_is_one_line(database_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "world.json"
+    path.write_text('{"partners": [', encoding="utf-8")
+    result = cbstop("load", str(path), "--database-url", database_url)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith(f"cbstop: error: {path} is not valid JSON: ")
+    assert result.stderr.count("\n") == 1
+
+
+def test_load_of_a_missing_file_is_one_line(database_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "nope.json"
+    result = cbstop("load", str(path), "--database-url", database_url)
+    assert_one_line_error(result, 1, f"world file {path} does not exist")
+
+
+def _create(database_url: str, *args: str) -> tuple[str, str, str, str]:
+    """Run `keys create`; the key id, owner kind, owner and secret it printed."""
+    result = cbstop("keys", "create", *args, "--database-url", database_url)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3, result.stdout
+    match = CREATED.match(lines[0])
+    assert match is not None, lines[0]
+    assert lines[1] == "Its secret is shown only this once; store it now:"
+    assert KEY_LINE.match(lines[2]), lines[2]
+    return match[1], match[2], match[3], lines[2]
+
+
+def test_keys_create_prints_the_key_once_and_stores_only_its_hash(
+    database_url: str, tmp_path: Path
+) -> None:
+    cbstop("load", str(world_file(tmp_path)), "--database-url", database_url)
+    key_id, kind, owner, secret = _create(database_url, "--organisation", "org_a1")
+    assert (kind, owner) == ("organisation", "org_a1")
+    row = query(
+        database_url,
+        "SELECT key_hash, organisation_id, partner_group_id, abilities, revoked FROM api_keys "
+        "WHERE id = ?",
+        key_id,
+    )
+    assert [(r[0], r[1], r[2], r[3], bool(r[4])) for r in row] == [
+        (
+            hash_key(TEST_KEY_SECRET, secret),
+            "org_a1",
+            None,
+            "integrations:read integrations:write",
+            False,
+        )
+    ]
+    listed = cbstop("keys", "list", "--database-url", database_url)
+    assert listed.returncode == 0
+    assert key_id in listed.stdout
+    assert secret not in listed.stdout
+    assert hash_key(TEST_KEY_SECRET, secret) not in listed.stdout
+    assert not any(s in listed.stdout for s in SECRETS)
+
+
+def test_keys_create_with_abilities_grants_exactly_those(database_url: str, tmp_path: Path) -> None:
+    cbstop("load", str(world_file(tmp_path)), "--database-url", database_url)
+    key_id, kind, owner, _ = _create(
+        database_url, "--partner-group", "pgrp_a_desk", "--ability", "integrations:read"
+    )
+    assert (kind, owner) == ("partner group", "pgrp_a_desk")
+    assert query(database_url, "SELECT abilities FROM api_keys WHERE id = ?", key_id) == [
+        ("integrations:read",)
+    ]
+
+
+def test_keys_list_shows_owner_abilities_and_revocation(database_url: str, tmp_path: Path) -> None:
+    cbstop("load", str(world_file(tmp_path)), "--database-url", database_url)
+    result = cbstop("keys", "list", "--database-url", database_url)
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["ID", "OWNER", "ABILITIES", "CREATED", "REVOKED"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["key_read_a1"][1:4] == ["organisation", "org_a1", "integrations:read"]
+    assert rows["key_admin_a"][1:4] == [
+        "partner_group",
+        "pgrp_a_admin",
+        "integrations:read,integrations:write",
+    ]
+    assert rows["key_org_a1"][-1] == "-"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rows["key_revoked_a1"][-1])
+
+
+def test_keys_list_of_an_empty_database(database_url: str) -> None:
+    result = cbstop("keys", "list", "--database-url", database_url)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "No keys.\n", "")
+
+
+def test_keys_revoke_revokes_and_a_second_revoke_changes_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    cbstop("load", str(world_file(tmp_path)), "--database-url", database_url)
+    result = cbstop("keys", "revoke", "key_org_a1", "--database-url", database_url)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "Revoked key key_org_a1.\n", "")
+    sql = "SELECT revoked, revoked_at FROM api_keys WHERE id = ?"
+    [(revoked, revoked_at)] = query(database_url, sql, "key_org_a1")
+    assert bool(revoked) and revoked_at is not None
+    before = snapshot(database_url)
+    again = cbstop("keys", "revoke", "key_org_a1", "--database-url", database_url)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "Revoked key key_org_a1.\n", "")
+    assert snapshot(database_url) == before
+
+
+def test_keys_revoke_of_an_unknown_key_is_an_error(database_url: str) -> None:
+    result = cbstop("keys", "revoke", "key_nope", "--database-url", database_url)
+    assert_one_line_error(result, 1, "key key_nope does not exist")
+
+
+def test_keys_create_for_an_unknown_organisation_is_an_error(database_url: str) -> None:
+    before = snapshot(database_url)
+    result = cbstop("keys", "create", "--organisation", "org_nope", "--database-url", database_url)
+    assert_one_line_error(result, 1, "organisation org_nope does not exist")
+    assert snapshot(database_url) == before
+
+
+def test_keys_create_for_an_unknown_partner_group_is_an_error(database_url: str) -> None:
+    result = cbstop(
+        "keys", "create", "--partner-group", "pgrp_nope", "--database-url", database_url
+    )
+    assert_one_line_error(result, 1, "partner group pgrp_nope does not exist")
+
+
+@pytest.mark.parametrize(
+    "owner", [[], ["--organisation", "org_a1", "--partner-group", "pgrp_a_desk"]]
+)
+def test_keys_create_needs_exactly_one_owner(owner: list[str]) -> None:
+    result = cbstop("keys", "create", *owner)
+    assert_one_line_error(result, 2, "give exactly one of --organisation and --partner-group")
+
+
+def test_an_unknown_ability_is_a_usage_error() -> None:
+    result = cbstop("keys", "create", "--organisation", "org_a1", "--ability", "integrations:all")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("cbstop: error: Invalid value for '--ability': ")
+    assert result.stderr.endswith("(see 'cbstop keys create --help')\n")
+    assert result.stderr.count("\n") == 1
+
+
+def test_an_unknown_command_is_a_usage_error() -> None:
+    result = cbstop("bogus")
+    assert_one_line_error(result, 2, "No such command 'bogus'. (see 'cbstop --help')")
+
+
+def test_an_unsupported_database_url_is_one_line() -> None:
+    result = cbstop("keys", "list", "--database-url", "mysql://db/cbstop")
+    assert_one_line_error(
+        result,
+        1,
+        "unsupported database URL 'mysql://db/cbstop': use postgresql://user@host:port/db "
+        "or sqlite:///path/to/file.db",
+    )
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["keys", "list"], ["load", "world.json"]])
+def test_an_unreachable_database_is_one_line(command: list[str], tmp_path: Path) -> None:
+    world_file(tmp_path)
+    result = cbstop(
+        *command, "--database-url", "postgresql://postgres@127.0.0.1:1/cbstop", cwd=tmp_path
+    )
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith("cbstop: error: the database is not available: ")
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_demo_with_a_database_url() -> None:
+    result = cbstop("serve", "--demo", "--database-url", "sqlite:///x.db")
+    assert_one_line_error(result, 2, "--demo uses its own database: leave out --database-url")
