@@ -86,17 +86,22 @@ def load_world(
 ) -> LoadSummary:
     """Load a parsed world file into the database, in one transaction."""
     started = time.perf_counter()
-    with _gc_paused():
+    with _gc_paused(), _Reporter(progress and _size(world) >= LARGE) as reporter:
+        reporter.step("Validating", 1)
         try:
             parsed = World.model_validate(world)
         except ValidationError as exc:
             raise WorldError(describe_validation_error(exc, world)) from exc
-        size = sum(len(getattr(parsed, s)) for s in World.model_fields)
-        reporter = _Reporter(progress and size >= LARGE)
-        with reporter:
-            summary = asyncio.run(_load(database_url, parsed, world, key_secret, reporter))
+        summary = asyncio.run(_load(database_url, parsed, world, key_secret, reporter))
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _size(world: Mapping[str, Any]) -> int:
+    """How many entries a (not yet validated) world declares."""
+    if not isinstance(world, Mapping):
+        return 0
+    return sum(len(v) for v in world.values() if isinstance(v, list))
 
 
 @contextmanager
@@ -137,13 +142,16 @@ class _Reporter:
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
+            self._finish()
             self._progress.stop()
+
+    def _finish(self) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, completed=self._progress.tasks[-1].total)
 
     def step(self, description: str, total: int) -> None:
         if self._progress is not None:
-            if self._task is not None:
-                task = self._progress.tasks[-1]
-                self._progress.update(self._task, completed=task.total)
+            self._finish()
             self._task = self._progress.add_task(description, total=max(total, 1))
 
     def advance(self, n: int) -> None:
@@ -644,6 +652,7 @@ class _Plan:
         for index in indexes:
             await conn.execute(f"DROP INDEX {_quote(index['indexname'])}")
         yield
+        self.reporter.step(f"Indexing {table}", 1)
         for index in indexes:
             await conn.execute(index["indexdef"])
         for fk in foreign_keys:
