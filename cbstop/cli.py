@@ -101,6 +101,9 @@ def _describe_failure(exc: Exception) -> str:
 
     from cbstop.errors import ServiceUnavailable
 
+    server = sys.modules.get("cbstop.server")
+    if server is not None and isinstance(exc, server.ConfigurationError):
+        return _first_line(exc)
     if isinstance(exc, ValidationError):
         first = exc.errors(include_url=False)[0]
         name = ".".join(str(p) for p in first["loc"])

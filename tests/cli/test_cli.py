@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from cbstop.auth.keys import hash_key
-from tests.cli.run import cbstop
+from tests.cli.run import cbstop, start_cbstop
 from tests.support import TEST_KEY_SECRET, query, snapshot
 from tests.world.worlds import SECRETS, base_world
 
@@ -287,3 +294,61 @@ def test_an_unreachable_database_is_one_line(command: list[str], tmp_path: Path)
 def test_serve_refuses_demo_with_a_database_url() -> None:
     result = cbstop("serve", "--demo", "--database-url", "sqlite:///x.db")
     assert_one_line_error(result, 2, "--demo uses its own database: leave out --database-url")
+
+
+def test_a_bad_setting_in_the_environment_is_one_line(database_url: str) -> None:
+    result = cbstop("keys", "list", "--database-url", database_url, CBSTOP_POOL_MAX_SIZE="0")
+    assert_one_line_error(
+        result,
+        1,
+        "invalid setting pool_max_size (CBSTOP_POOL_MAX_SIZE): "
+        "Input should be greater than or equal to 1",
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_until_up(base: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            httpx.get(f"{base}/healthz", timeout=1).raise_for_status()
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError("the demo server did not start")
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_serve_demo_prints_keys_and_a_curl_line_that_works_as_printed() -> None:
+    port = _free_port()
+    process = start_cbstop("serve", "--demo", "--port", str(port))
+    try:
+        assert process.stdout is not None
+        banner = [process.stdout.readline() for _ in range(11)]
+        _wait_until_up(f"http://127.0.0.1:{port}", process)
+        curl = next(line.strip() for line in banner if line.strip().startswith("curl "))
+        assert curl == (
+            'curl -H "Authorization: Bearer cbs_demo_org_xyz456_key" '
+            f"http://127.0.0.1:{port}/v1/integrations"
+        )
+        for secret in ("cbs_demo_org_xyz456_key", "cbs_demo_partner_admin_key"):
+            assert f"  {secret}\n" in banner
+        answer = subprocess.run(
+            [*shlex.split(curl), "-s"], capture_output=True, text=True, timeout=30, check=True
+        )
+        body = json.loads(answer.stdout)
+        assert [i["id"] for i in body["items"]] == ["int_abc123", "int_def789"]
+        directory = Path(banner[0].rsplit(" ", 1)[1].strip())
+        assert (directory / "demo.db").is_file()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert not directory.exists()
