@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support import IN_CI, TEST_KEY_SECRET
+from tests.support import IN_CI, TEST_KEY_SECRET, query
 
 REPO = Path(__file__).resolve().parents[2]
 CBSTOP = str(Path(sys.executable).parent / "cbstop")
@@ -224,3 +225,31 @@ def envelope_code(response: httpx.Response) -> str | None:
         return str(body["errors"][0]["code"])
     except (ValueError, KeyError, IndexError, TypeError):
         return None
+
+
+class RevocationWatch:
+    """Notes when a key's revocation becomes visible to another database session."""
+
+    def __init__(self, database_url: str, key_id: str) -> None:
+        self.database_url = database_url
+        self.key_id = key_id
+        self.seen: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def __enter__(self) -> RevocationWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        sql = "SELECT revoked FROM api_keys WHERE id = ?"
+        while not self._stop.is_set():
+            rows = query(self.database_url, sql, self.key_id)
+            if rows and rows[0][0]:
+                self.seen = time.monotonic()
+                return
+            time.sleep(0.005)
