@@ -8,6 +8,7 @@
      ├── PayloadTooLarge        413 PAYLOAD_TOO_LARGE
      ├── UnsupportedMediaType   415 UNSUPPORTED_MEDIA_TYPE
      ├── MalformedJson          400 MALFORMED_JSON
+     ├── MalformedRequest       400 MALFORMED_REQUEST (not valid HTTP: refused by the parser)
      ├── ValidationFailed       422 VALIDATION_ERROR (one entry per problem)
      ├── BusinessRuleViolation  422 DUPLICATE_MERCHANT_IDS | INVALID_MERCHANT_IDS |
      │                              INVALID_INTEGRATION_TYPE | MISSING_UPDATE_FIELDS
@@ -85,6 +86,10 @@ class MethodNotAllowed(ApiError):
 
 class MalformedJson(ApiError):
     status, code, message = 400, "MALFORMED_JSON", "The request body is not a valid JSON object"
+
+
+class MalformedRequest(ApiError):
+    status, code, message = 400, "MALFORMED_REQUEST", "The request is not valid HTTP"
 
 
 class PayloadTooLarge(ApiError):

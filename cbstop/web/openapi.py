@@ -19,7 +19,8 @@ from cbstop.integrations.schemas import (
     IntegrationUpdate,
 )
 
-_AUTH = [errors.Unauthorised, errors.Forbidden]
+# Any request can be refused by the HTTP parser before it reaches a route.
+_AUTH = [errors.MalformedRequest, errors.Unauthorised, errors.Forbidden]
 _BODY = [errors.UnsupportedMediaType, errors.PayloadTooLarge, errors.MalformedJson]
 _UNAVAILABLE = [errors.ServiceUnavailable]
 _HEADERS = {
@@ -58,7 +59,7 @@ def _errors(*kinds: type[errors.ApiError], business: list[str] | None = None) ->
     if business:
         by_status.setdefault(422, []).extend(business)
     descriptions = {
-        400: "The body is not a valid JSON object.",
+        400: "The request is not valid HTTP, or its body is not a valid JSON object.",
         401: "Missing, unknown or revoked API key.",
         403: "The key lacks the ability this operation needs.",
         404: "Not found, or outside the key's access scope (indistinguishable).",

@@ -164,8 +164,9 @@ def integration_ids(database_url: str) -> set[str]:
 def running_server(database_url: str, world_data: dict[str, Any] | None) -> Iterator[str]:
     """A real uvicorn server on a free local port over the app; yields its base URL."""
     import uvicorn
-    from cbstop.app import create_app
 
+    from cbstop.app import create_app
+    from cbstop.web.protocol import EnvelopeH11Protocol
     from cbstop.world.loader import load_world
 
     if world_data is not None:
@@ -176,7 +177,7 @@ def running_server(database_url: str, world_data: dict[str, Any] | None) -> Iter
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, http="h11", ws="none", loop="asyncio", lifespan="on", log_level="warning"
+        app, http=EnvelopeH11Protocol, ws="none", loop="asyncio", lifespan="on", log_level="warning"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
