@@ -118,10 +118,13 @@ def drain_url(database_maker: DatabaseMaker) -> Iterator[str]:
 
 
 def _waiting_on_locks(url: str) -> int:
+    """PATCHes of this database stuck behind the row lock (the load's POSTs may queue
+    behind them too, and must not be mistaken for them)."""
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity "
-            "WHERE application_name = 'cbstop' AND wait_event_type = 'Lock'"
+            "WHERE application_name = 'cbstop' AND wait_event_type = 'Lock' "
+            "AND datname = current_database() AND query LIKE '%UPDATE integrations%'"
         ).fetchone()
     return int(row[0]) if row else 0
 
