@@ -6,9 +6,10 @@ never lets malformed input reach a service.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,10 @@ MAX_BODY = 1024 * 1024
 # Integers longer than this are kept as text: no JSON field here is an integer, and Python
 # refuses to parse more than 4300 digits.
 _MAX_INT_DIGITS = 100
+# Request ids issued here: a random per-process prefix and a counter, unique across processes
+# and restarts and cheaper than a uuid4 per request.
+_ID_PREFIX = secrets.token_hex(8) + "-"
+_ID_COUNTER = itertools.count(1)
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -58,7 +63,7 @@ def request_id(scope: Scope) -> str:
     given = header(scope, b"x-request-id")
     if given is not None and _SANE_REQUEST_ID.fullmatch(given):
         return given
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
 
 
 class _Huge:
