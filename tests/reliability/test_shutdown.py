@@ -176,13 +176,13 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(drain_url: str, workers: 
                 client.close()
     finally:
         server.stop()
+        stderr, output = server.stderr, server.output
+        server.cleanup()
     logged = {}
-    for line in server.stderr.splitlines():
+    for line in stderr.splitlines():
         if line.startswith('{"time"') and '"request_id"' in line:
             entry = json.loads(line)
             logged[entry["request_id"]] = entry["status"]
-    output = server.output
-    server.cleanup()
 
     assert code == 0, output[-3000:]
     assert exited <= DRAIN_TIMEOUT + 2, exited
