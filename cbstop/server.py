@@ -19,6 +19,7 @@ from cbstop.app import AppState, create_app
 from cbstop.db.migrate import migrate
 from cbstop.observability import logging as obs_logging
 from cbstop.settings import PLACEHOLDER_KEY_SECRET, Settings
+from cbstop.web.protocol import EnvelopeHttpToolsProtocol
 
 _states: list[AppState] = []
 
@@ -91,7 +92,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=EnvelopeHttpToolsProtocol,
         lifespan="on",
         access_log=False,
         log_config=None,
