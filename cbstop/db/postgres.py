@@ -110,6 +110,10 @@ class PostgresDatabase:
                 "statement_timeout": str(int(settings.statement_timeout * 1000)),
                 "idle_in_transaction_session_timeout": "10000",
                 "jit": "off",
+                # Every statement is shaped to plan well without its parameters' values
+                # (see integrations/repository.py); re-planning each execution cost more
+                # than running the statement.
+                "plan_cache_mode": "force_generic_plan",
                 "application_name": "cbstop",
             },
         )

@@ -79,6 +79,9 @@ _MERCHANTS = {
         "integration_merchants m WHERE m.integration_id = i.id ORDER BY m.position))"
     ),
 }
+# A group's page walks its partner's index while the group holds at least 1/_WALK_FACTOR of
+# the partner's integrations (so at most _WALK_FACTOR x (limit + offset) entries are read).
+_WALK_FACTOR = 64
 _COLUMNS = "i.id, i.organisation_id, i.name, i.type, i.status"
 _ORDER = "ORDER BY i.created_at DESC, i.id"
 _COUNTS: dict[ScopeKind, str] = {
@@ -112,30 +115,61 @@ def _get_sql(dialect: str, kind: ScopeKind) -> str:
 
 def _page_ids_sql(dialect: str, kind: ScopeKind) -> str:
     """The ids (and times) of one page, $1 scope id, $2 limit, $3 offset."""
-    if kind == "group" and dialect == "postgresql":
-        # A group's page is merged from each assigned organisation's newest limit+offset rows,
-        # read off the organisation index: bounded work, however many integrations exist.
-        return (
-            "SELECT x.id, x.created_at FROM partner_group_organisations g "
-            "CROSS JOIN LATERAL (SELECT i.id, i.created_at FROM integrations i "
-            f"WHERE i.organisation_id = g.organisation_id {_ORDER} "
-            "LIMIT $2::bigint + $3::bigint) x "
-            "WHERE g.partner_group_id = $1 ORDER BY x.created_at DESC, x.id LIMIT $2 OFFSET $3"
-        )
     scope = _sql(_INTEGRATION_SCOPE[kind], S="$1")
-    return (
+    ordered = (
         f"SELECT i.id, i.created_at FROM integrations i WHERE {scope} {_ORDER} LIMIT $2 OFFSET $3"
+    )
+    if kind != "group" or dialect != "postgresql":
+        return ordered
+    # A non-admin group's page, two ways; one-time filters run only the cheaper one.
+    # - Walk the partner's index newest first, keeping the group's organisations: about
+    #   (limit + offset) x partner total / group total entries, good while the group holds a
+    #   fair share of the partner's integrations.
+    # - Otherwise merge each assigned organisation's newest limit + offset rows, read off the
+    #   organisation index: (limit + offset) x assigned organisations entries.
+    walk = (
+        "SELECT i.id, i.created_at FROM integrations i "
+        "WHERE i.partner_id = (SELECT partner_id FROM partner_groups WHERE id = $1) "
+        f"AND {scope} {_ORDER} LIMIT $2 OFFSET $3"
+    )
+    merge = (
+        "SELECT x.id, x.created_at FROM partner_group_organisations g "
+        "CROSS JOIN LATERAL (SELECT i.id, i.created_at FROM integrations i "
+        f"WHERE i.organisation_id = g.organisation_id {_ORDER} "
+        "LIMIT $2::bigint + $3::bigint) x "
+        "WHERE g.partner_group_id = $1 ORDER BY x.created_at DESC, x.id LIMIT $2 OFFSET $3"
+    )
+    walk_is_cheaper = (
+        f"(SELECT n FROM total) * {_WALK_FACTOR} >= ("
+        "SELECT COALESCE(SUM(c.n), 0) FROM partner_groups pg "
+        "JOIN partner_integration_counts c ON c.partner_id = pg.partner_id WHERE pg.id = $1)"
+    )
+    return (
+        f"SELECT * FROM ({walk}) w WHERE {walk_is_cheaper} "
+        f"UNION ALL SELECT * FROM ({merge}) m WHERE NOT {walk_is_cheaper}"
     )
 
 
 def _list_sql(dialect: str, kind: ScopeKind) -> str:
     """The count and the page in one statement, so they come from one snapshot."""
     count = _sql(_COUNTS[kind], S="$1")
+    page = _page_ids_sql(dialect, kind)
+    if dialect == "sqlite":
+        return (
+            f"WITH total AS ({count}), page AS ({page}) "
+            f"SELECT total.n, {_COLUMNS}, {_MERCHANTS[dialect]} FROM total "
+            "LEFT JOIN page ON 1 = 1 LEFT JOIN integrations i ON i.id = page.id "
+            f"{_ORDER}"
+        )
+    # Each page row is fetched by primary key in a LATERAL subquery that OFFSET 0 keeps from
+    # being flattened into a join: with generic plans (the LIMIT unknown at planning time) the
+    # planner would otherwise hash-join the page against the whole table.
     return (
-        f"WITH total AS ({count}), page AS ({_page_ids_sql(dialect, kind)}) "
+        f"WITH total AS ({count}), page AS ({page}) "
         f"SELECT total.n, {_COLUMNS}, {_MERCHANTS[dialect]} FROM total "
-        "LEFT JOIN page ON 1 = 1 LEFT JOIN integrations i ON i.id = page.id "
-        f"{_ORDER}"
+        "LEFT JOIN page ON true "
+        "LEFT JOIN LATERAL (SELECT * FROM integrations i WHERE i.id = page.id OFFSET 0) i ON true "
+        "ORDER BY page.created_at DESC, page.id"
     )
 
 
