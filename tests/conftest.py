@@ -62,3 +62,11 @@ def empty_database_url(dialect: str, database_maker: DatabaseMaker) -> Iterator[
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def postgres_url(database_maker: DatabaseMaker) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database, for tests of PostgreSQL-only parts."""
+    _require_postgres()
+    with database_maker.database("postgresql") as url:
+        yield url

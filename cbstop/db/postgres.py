@@ -1,4 +1,4 @@
-"""PostgreSQL through an asyncpg pool.
+"""PostgreSQL through asyncpg, on the pool of `cbstop.db.pool`.
 
 Every failure to reach the database (refused, reset, timed out waiting for a connection or
 for a statement) becomes `ServiceUnavailable`, so a client sees 503 with `Retry-After`,
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import asyncpg
 
 from cbstop.db.database import Dialect, Row
+from cbstop.db.pool import Connection, Pool
 from cbstop.errors import ServiceUnavailable
 from cbstop.settings import Settings
 
@@ -34,17 +35,6 @@ UNAVAILABLE = (
     asyncpg.TooManyConnectionsError,
     asyncpg.InsufficientResourcesError,
 )
-
-
-def _discard(conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> None:
-    """Close a connection that failed in use, so the pool never hands it out again.
-
-    When the server went away asyncpg may already have closed it and detached it from its
-    proxy, and `terminate()` on a detached proxy raises `InterfaceError`: nothing is left
-    to do then.
-    """
-    with suppress(asyncpg.InterfaceError):
-        conn.terminate()
 
 
 class PostgresConnection:
@@ -80,32 +70,22 @@ class PostgresConnection:
         await self._conn.copy_records_to_table(table, records=records, columns=columns)
 
 
-async def _no_reset(conn: asyncpg.Connection) -> None:
-    """Connections are used only in whole transactions, so nothing needs resetting.
-
-    asyncpg's default reset costs a round trip on every release.
-    """
-
-
 class PostgresDatabase:
-    """An asyncpg pool."""
+    """A pool of connections to one PostgreSQL database."""
 
     dialect: Dialect = "postgresql"
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+    def __init__(self, pool: Pool, settings: Settings) -> None:
         self._pool = pool
         self._timeout = settings.pool_timeout
-        self._waiting = 0
 
     @classmethod
     async def open(cls, url: str, settings: Settings) -> PostgresDatabase:
-        pool = asyncpg.create_pool(
+        pool = Pool(
             url,
-            min_size=0,
             max_size=settings.pool_max_size,
-            timeout=settings.pool_timeout,  # connect timeout
+            connect_timeout=settings.pool_timeout,
             command_timeout=settings.statement_timeout + 1.0,
-            reset=_no_reset,
             server_settings={
                 "statement_timeout": str(int(settings.statement_timeout * 1000)),
                 "idle_in_transaction_session_timeout": "10000",
@@ -117,7 +97,7 @@ class PostgresDatabase:
                 "application_name": "cbstop",
             },
         )
-        await pool  # connects min_size (0) connections: never fails on a down database
+        # Connections open on demand: starting never fails on a database that is down.
         return cls(pool, settings)
 
     @asynccontextmanager
@@ -135,31 +115,23 @@ class PostgresDatabase:
                 try:
                     await tx.rollback()
                 except UNAVAILABLE:
-                    _discard(conn)
+                    self._pool.discard(conn)
                 raise
             try:
                 await tx.commit()
             except UNAVAILABLE as exc:
                 raise ServiceUnavailable() from exc
         except UNAVAILABLE as exc:
-            _discard(conn)
+            self._pool.discard(conn)
             raise ServiceUnavailable() from exc
         finally:
-            await self._pool.release(conn)
+            self._pool.release(conn)
 
-    async def _acquire(self) -> asyncpg.pool.PoolConnectionProxy[asyncpg.Record]:
-        pool = self._pool
-        self._waiting += 1
+    async def _acquire(self) -> Connection:
         try:
-            if pool.get_idle_size():
-                # A connection is free and is taken without waiting: skip the timeout's
-                # timer (measurably costly on the hot path; connecting has its own timeout).
-                return await pool.acquire()
-            return await pool.acquire(timeout=self._timeout)
+            return await self._pool.acquire(self._timeout)
         except UNAVAILABLE as exc:
             raise ServiceUnavailable() from exc
-        finally:
-            self._waiting -= 1
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[PostgresConnection]:
@@ -167,10 +139,10 @@ class PostgresDatabase:
         try:
             yield PostgresConnection(conn)
         except UNAVAILABLE as exc:
-            _discard(conn)
+            self._pool.discard(conn)
             raise ServiceUnavailable() from exc
         finally:
-            await self._pool.release(conn)
+            self._pool.release(conn)
 
     def atomic_write(self) -> AbstractAsyncContextManager[PostgresConnection]:
         return self.connection()
@@ -180,8 +152,7 @@ class PostgresDatabase:
             await conn.fetchval("SELECT 1")
 
     def pool_stats(self) -> tuple[int, int]:
-        size = self._pool.get_size()
-        return size - self._pool.get_idle_size(), self._waiting
+        return self._pool.size - self._pool.idle, self._pool.waiting
 
     async def close(self) -> None:
         try:
