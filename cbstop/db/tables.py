@@ -144,6 +144,8 @@ integration_merchants = Table(
     ),
     CheckConstraint("position >= 0", name="position"),
     Index(None, "merchant_id"),
+    # Covers reading an integration's merchants in order: an index-only scan, no sort.
+    Index("ix_integration_merchants_in_order", "integration_id", "position", "merchant_id"),
 )
 
 api_keys = Table(

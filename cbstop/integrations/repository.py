@@ -113,11 +113,18 @@ def _get_sql(dialect: str, kind: ScopeKind) -> str:
     )
 
 
-def _page_ids_sql(dialect: str, kind: ScopeKind) -> str:
-    """The ids (and times) of one page, $1 scope id, $2 limit, $3 offset."""
+_PAGE_COLUMNS = f"{_COLUMNS}, i.created_at"
+
+
+def _page_sql(dialect: str, kind: ScopeKind) -> str:
+    """One page of rows, $1 scope id, $2 limit, $3 offset.
+
+    Read straight off an index in order (a LIMIT over an ordered index scan), which holds
+    with generic plans too: nothing is joined back against the whole table.
+    """
     scope = _sql(_INTEGRATION_SCOPE[kind], S="$1")
     ordered = (
-        f"SELECT i.id, i.created_at FROM integrations i WHERE {scope} {_ORDER} LIMIT $2 OFFSET $3"
+        f"SELECT {_PAGE_COLUMNS} FROM integrations i WHERE {scope} {_ORDER} LIMIT $2 OFFSET $3"
     )
     if kind != "group" or dialect != "postgresql":
         return ordered
@@ -126,18 +133,22 @@ def _page_ids_sql(dialect: str, kind: ScopeKind) -> str:
     #   (limit + offset) x partner total / group total entries, good while the group holds a
     #   fair share of the partner's integrations.
     # - Otherwise merge each assigned organisation's newest limit + offset rows, read off the
-    #   organisation index: (limit + offset) x assigned organisations entries.
+    #   organisation index: (limit + offset) x assigned organisations entries; the page's
+    #   rows are then fetched by key (OFFSET 0 keeps that a nested loop, not a hash join).
     walk = (
-        "SELECT i.id, i.created_at FROM integrations i "
+        f"SELECT {_PAGE_COLUMNS} FROM integrations i "
         "WHERE i.partner_id = (SELECT partner_id FROM partner_groups WHERE id = $1) "
         f"AND {scope} {_ORDER} LIMIT $2 OFFSET $3"
     )
     merge = (
-        "SELECT x.id, x.created_at FROM partner_group_organisations g "
+        f"SELECT {_PAGE_COLUMNS} FROM ("
+        "SELECT x.id FROM partner_group_organisations g "
         "CROSS JOIN LATERAL (SELECT i.id, i.created_at FROM integrations i "
         f"WHERE i.organisation_id = g.organisation_id {_ORDER} "
         "LIMIT $2::bigint + $3::bigint) x "
         "WHERE g.partner_group_id = $1 ORDER BY x.created_at DESC, x.id LIMIT $2 OFFSET $3"
+        ") ids CROSS JOIN LATERAL "
+        "(SELECT * FROM integrations i WHERE i.id = ids.id OFFSET 0) i"
     )
     walk_is_cheaper = (
         f"(SELECT n FROM total) * {_WALK_FACTOR} >= ("
@@ -153,23 +164,10 @@ def _page_ids_sql(dialect: str, kind: ScopeKind) -> str:
 def _list_sql(dialect: str, kind: ScopeKind) -> str:
     """The count and the page in one statement, so they come from one snapshot."""
     count = _sql(_COUNTS[kind], S="$1")
-    page = _page_ids_sql(dialect, kind)
-    if dialect == "sqlite":
-        return (
-            f"WITH total AS ({count}), page AS ({page}) "
-            f"SELECT total.n, {_COLUMNS}, {_MERCHANTS[dialect]} FROM total "
-            "LEFT JOIN page ON 1 = 1 LEFT JOIN integrations i ON i.id = page.id "
-            f"{_ORDER}"
-        )
-    # Each page row is fetched by primary key in a LATERAL subquery that OFFSET 0 keeps from
-    # being flattened into a join: with generic plans (the LIMIT unknown at planning time) the
-    # planner would otherwise hash-join the page against the whole table.
     return (
-        f"WITH total AS ({count}), page AS ({page}) "
+        f"WITH total AS ({count}), page AS ({_page_sql(dialect, kind)}) "
         f"SELECT total.n, {_COLUMNS}, {_MERCHANTS[dialect]} FROM total "
-        "LEFT JOIN page ON true "
-        "LEFT JOIN LATERAL (SELECT * FROM integrations i WHERE i.id = page.id OFFSET 0) i ON true "
-        "ORDER BY page.created_at DESC, page.id"
+        f"LEFT JOIN page i ON 1 = 1 {_ORDER}"
     )
 
 

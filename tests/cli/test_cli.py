@@ -18,6 +18,7 @@ import pytest
 
 from cbstop.auth.keys import hash_key
 from tests.cli.run import cbstop, start_cbstop
+from tests.db.test_migrations import HEAD
 from tests.support import TEST_KEY_SECRET, query, snapshot
 from tests.world.worlds import SECRETS, base_world
 
@@ -74,7 +75,7 @@ def test_migrate_reports_the_revision(database_url: str) -> None:
     result = cbstop("migrate", "--database-url", database_url)
     assert (result.returncode, result.stdout, result.stderr) == (
         0,
-        "Database is at revision 0001.\n",
+        f"Database is at revision {HEAD}.\n",
         "",
     )
 
