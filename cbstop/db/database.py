@@ -18,7 +18,7 @@ Dialect = Literal["postgresql", "sqlite"]
 class Row(Protocol):
     """A result row, readable by position or by column name."""
 
-    def __getitem__(self, key: int | str, /) -> Any: ...
+    def __getitem__(self, key: int | str | slice, /) -> Any: ...
 
 
 class Connection(Protocol):

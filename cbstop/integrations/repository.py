@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import NamedTuple
 
 import orjson
 
@@ -20,9 +20,12 @@ from cbstop.db.database import Connection, Row
 from cbstop.db.tables import COUNT_SHARDS
 
 
-@dataclass(frozen=True, slots=True)
-class Integration:
-    """One integration with its merchants in their order."""
+class Integration(NamedTuple):
+    """One integration with its merchants in their order.
+
+    A named tuple: built straight from a result row's slice, several times cheaper than a
+    dataclass when a page has a hundred of them.
+    """
 
     id: str
     organisation_id: str
@@ -175,22 +178,12 @@ _GET = {(d, k): _get_sql(d, k) for d in _MERCHANTS for k in _INTEGRATION_SCOPE}
 _LIST = {(d, k): _list_sql(d, k) for d in _MERCHANTS for k in _INTEGRATION_SCOPE}
 
 
-def _merchant_ids(value: Any) -> list[str]:
-    if isinstance(value, str):  # SQLite's json_group_array
-        ids: list[str] = orjson.loads(value)
-        return ids
-    return list(value)
-
-
 def _integration(row: Row, offset: int = 0) -> Integration:
-    return Integration(
-        id=row[offset],
-        organisation_id=row[offset + 1],
-        name=row[offset + 2],
-        type=row[offset + 3],
-        status=row[offset + 4],
-        merchant_ids=_merchant_ids(row[offset + 5]),
-    )
+    values = row[offset : offset + 6]
+    merchants = values[5]
+    if isinstance(merchants, str):  # SQLite's json_group_array
+        return Integration._make((*values[:5], orjson.loads(merchants)))
+    return Integration._make(values)
 
 
 async def get(
