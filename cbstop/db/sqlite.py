@@ -101,30 +101,6 @@ class SqliteDatabase:
             raise ServiceUnavailable() from exc
 
     @asynccontextmanager
-    async def transaction(self, *, write: bool = False) -> AsyncIterator[SqliteConnection]:
-        self._waiting += 1
-        try:
-            await self._lock.acquire()
-        finally:
-            self._waiting -= 1
-        self._busy = True
-        try:
-            await self.run(lambda c: c.execute("BEGIN IMMEDIATE" if write else "BEGIN"))
-            try:
-                yield SqliteConnection(self)
-            except BaseException:
-                await self.run(lambda c: c.execute("ROLLBACK"))
-                raise
-            try:
-                await self.run(lambda c: c.execute("COMMIT"))
-            except ServiceUnavailable:
-                await self.run(lambda c: c.execute("ROLLBACK") if c.in_transaction else None)
-                raise
-        finally:
-            self._busy = False
-            self._lock.release()
-
-    @asynccontextmanager
     async def connection(self) -> AsyncIterator[SqliteConnection]:
         self._waiting += 1
         try:
@@ -137,6 +113,21 @@ class SqliteDatabase:
         finally:
             self._busy = False
             self._lock.release()
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = False) -> AsyncIterator[SqliteConnection]:
+        async with self.connection() as conn:
+            await self.run(lambda c: c.execute("BEGIN IMMEDIATE" if write else "BEGIN"))
+            try:
+                yield conn
+            except BaseException:
+                await self.run(lambda c: c.execute("ROLLBACK"))
+                raise
+            try:
+                await self.run(lambda c: c.execute("COMMIT"))
+            except ServiceUnavailable:
+                await self.run(lambda c: c.execute("ROLLBACK") if c.in_transaction else None)
+                raise
 
     def atomic_write(self) -> AbstractAsyncContextManager[SqliteConnection]:
         return self.transaction(write=True)

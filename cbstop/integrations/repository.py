@@ -339,7 +339,7 @@ WITH target AS (
     WHERE i.id = $1 AND {_sql(_INTEGRATION_SCOPE[kind], S="$4")}
 ), upd AS (
     UPDATE integrations i SET name = COALESCE($2, i.name), status = COALESCE($3, i.status)
-    FROM target WHERE i.id = target.id AND target.type = 'CUSTOM_ORDERS'
+    FROM target WHERE i.id = target.id AND target.type = $5
     RETURNING {_COLUMNS}, {_MERCHANTS["postgresql"]}
 )
 SELECT target.type, upd.* FROM target LEFT JOIN upd ON true
@@ -365,7 +365,9 @@ async def update(
     """(the integration's type, or None if not in scope; the updated integration, or None if
     its type is not `updatable_type` and nothing was changed)."""
     if conn.dialect == "postgresql":
-        row = await conn.fetchrow(_PG_UPDATE[kind], integration_id, name, status, scope_id)
+        row = await conn.fetchrow(
+            _PG_UPDATE[kind], integration_id, name, status, scope_id, updatable_type
+        )
         if row is None:
             return None, None
         return row[0], None if row[1] is None else _integration(row, 1)
