@@ -19,8 +19,10 @@ class Settings(BaseSettings):
     key_secret: str = PLACEHOLDER_KEY_SECRET
     # Production mode refuses to start with the placeholder secret.
     production: bool = False
-    pool_min_size: int = Field(default=2, ge=0)
     pool_max_size: int = Field(default=10, ge=1)
+    # Seconds a PostgreSQL connection lives: its cached plans are re-made against the tables'
+    # current sizes at least this often.
+    pool_max_lifetime: float = Field(default=30.0, gt=0)
     # How long a request may wait for a free connection before it gets 503.
     pool_timeout: float = Field(default=1.0, gt=0)
     # Server-side limit on one statement; past it the request gets 503.

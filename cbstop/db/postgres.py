@@ -86,6 +86,7 @@ class PostgresDatabase:
             max_size=settings.pool_max_size,
             connect_timeout=settings.pool_timeout,
             command_timeout=settings.statement_timeout + 1.0,
+            max_lifetime=settings.pool_max_lifetime,
             server_settings={
                 "statement_timeout": str(int(settings.statement_timeout * 1000)),
                 "idle_in_transaction_session_timeout": "10000",

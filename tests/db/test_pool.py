@@ -95,3 +95,26 @@ def test_a_connection_left_inside_a_transaction_is_not_reused(postgres_url: str)
         await pool.close()
 
     asyncio.run(scenario())
+
+
+def test_a_connection_past_its_lifetime_is_replaced_not_reused(postgres_url: str) -> None:
+    async def scenario() -> None:
+        pool = Pool(
+            postgres_url,
+            max_size=1,
+            connect_timeout=2,
+            command_timeout=5,
+            server_settings={},
+            max_lifetime=0.05,
+        )
+        first = await pool.acquire(1)
+        pid = first.get_server_pid()
+        await asyncio.sleep(0.1)
+        pool.release(first)
+        assert (pool.size, pool.idle) == (0, 0)
+        second = await pool.acquire(1)
+        assert second.get_server_pid() != pid
+        pool.release(second)
+        await pool.close()
+
+    asyncio.run(scenario())
