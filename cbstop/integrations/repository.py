@@ -103,6 +103,20 @@ _COUNTS: dict[ScopeKind, str] = {
 }
 
 
+def _one(table: str, alias: str, param: str, dialect: str) -> str:
+    """FROM and WHERE for "the row of `table` with this id, if in scope: " (scope follows).
+
+    On PostgreSQL the lookup by id is fenced (OFFSET 0) so the scope filter applies to that
+    one row: otherwise a generic plan may answer `id = $1 AND organisation_id = $2` from the
+    organisation's page index, walking every integration of the organisation (5 ms instead
+    of 0.06 ms once one organisation has 50,000 and the statistics lag). SQLite plans it
+    by the primary key either way, and its OFFSET needs a LIMIT.
+    """
+    if dialect == "postgresql":
+        return f"(SELECT * FROM {table} WHERE id = {param} OFFSET 0) {alias} WHERE "
+    return f"{table} {alias} WHERE {alias}.id = {param} AND "
+
+
 def _sql(template: str, **params: str) -> str:
     for name, value in params.items():
         template = template.replace(f"${name}", value)
@@ -112,7 +126,8 @@ def _sql(template: str, **params: str) -> str:
 def _get_sql(dialect: str, kind: ScopeKind) -> str:
     scope = _sql(_INTEGRATION_SCOPE[kind], S="$2")
     return (
-        f"SELECT {_COLUMNS}, {_MERCHANTS[dialect]} FROM integrations i WHERE i.id = $1 AND {scope}"
+        f"SELECT {_COLUMNS}, {_MERCHANTS[dialect]} "
+        f"FROM {_one('integrations', 'i', '$1', dialect)}{scope}"
     )
 
 
@@ -138,10 +153,17 @@ def _page_sql(dialect: str, kind: ScopeKind) -> str:
     # - Otherwise merge each assigned organisation's newest limit + offset rows, read off the
     #   organisation index: (limit + offset) x assigned organisations entries; the page's
     #   rows are then fetched by key (OFFSET 0 keeps that a nested loop, not a hash join).
+    # The membership test is fenced (OFFSET 0) into a per-row check, so the plan stays an
+    # ordered walk of the partner's index; as a join, stale statistics once made it a hash
+    # join and sort of the whole partner (21 ms instead of 1.2 ms).
+    member = (
+        "EXISTS (SELECT 1 FROM partner_group_organisations g WHERE g.partner_group_id = $1 "
+        "AND g.organisation_id = i.organisation_id OFFSET 0)"
+    )
     walk = (
         f"SELECT {_PAGE_COLUMNS} FROM integrations i "
         "WHERE i.partner_id = (SELECT partner_id FROM partner_groups WHERE id = $1) "
-        f"AND {scope} {_ORDER} LIMIT $2 OFFSET $3"
+        f"AND {member} {_ORDER} LIMIT $2 OFFSET $3"
     )
     merge = (
         f"SELECT {_PAGE_COLUMNS} FROM ("
@@ -209,7 +231,7 @@ _PG_CREATE: dict[ScopeKind, str] = {
     kind: _sql(
         """
 WITH org AS (
-    SELECT o.id, o.partner_id FROM organisations o WHERE o.id = $2 AND {scope}
+    SELECT o.id, o.partner_id FROM {one} {scope}
 ), ok AS (
     SELECT (SELECT count(*) FROM merchants
             WHERE organisation_id = org.id AND id = ANY($6::text[])) = cardinality($6::text[])
@@ -234,15 +256,18 @@ WITH org AS (
     ON CONFLICT (partner_id, shard) DO UPDATE SET n = c.n + 1
 )
 SELECT EXISTS (SELECT 1 FROM org), COALESCE((SELECT merchants_ok FROM ok), false)
-""".replace("{scope}", _ORGANISATION_SCOPE[kind]),
+""".replace("{scope}", _ORGANISATION_SCOPE[kind]).replace(
+            "{one}", _one("organisations", "o", "$2", "postgresql")
+        ),
         S="$8",
     )
     for kind in _ORGANISATION_SCOPE
 }
 
 _FIND_ORG = {
-    kind: "SELECT o.id, o.partner_id FROM organisations o WHERE o.id = $1 AND "
+    (dialect, kind): f"SELECT o.id, o.partner_id FROM {_one('organisations', 'o', '$1', dialect)}"
     + _sql(_ORGANISATION_SCOPE[kind], S="$2")
+    for dialect in _MERCHANTS
     for kind in _ORGANISATION_SCOPE
 }
 
@@ -251,7 +276,7 @@ async def organisation_in_scope(
     conn: Connection, kind: ScopeKind, scope_id: str, organisation_id: str
 ) -> bool:
     """Whether the organisation exists inside the scope."""
-    return await conn.fetchrow(_FIND_ORG[kind], organisation_id, scope_id) is not None
+    return await conn.fetchrow(_FIND_ORG[conn.dialect, kind], organisation_id, scope_id) is not None
 
 
 async def create(
@@ -274,7 +299,7 @@ async def create(
         assert row is not None
         found, merchants_ok = row[0], row[1]
     else:
-        org = await conn.fetchrow(_FIND_ORG[kind], new.organisation_id, scope_id)
+        org = await conn.fetchrow(_FIND_ORG[conn.dialect, kind], new.organisation_id, scope_id)
         found, merchants_ok = org is not None, False
         if org is not None:
             owned = await conn.fetchval(
@@ -335,8 +360,8 @@ async def _sqlite_insert(
 _PG_UPDATE: dict[ScopeKind, str] = {
     kind: f"""
 WITH target AS (
-    SELECT i.id, i.type FROM integrations i
-    WHERE i.id = $1 AND {_sql(_INTEGRATION_SCOPE[kind], S="$4")}
+    SELECT i.id, i.type FROM {_one("integrations", "i", "$1", "postgresql")}
+    {_sql(_INTEGRATION_SCOPE[kind], S="$4")}
 ), upd AS (
     UPDATE integrations i SET name = COALESCE($2, i.name), status = COALESCE($3, i.status)
     FROM target WHERE i.id = target.id AND target.type = $5
@@ -347,7 +372,7 @@ SELECT target.type, upd.* FROM target LEFT JOIN upd ON true
     for kind in _INTEGRATION_SCOPE
 }
 _SQLITE_TYPE = {
-    kind: "SELECT i.type FROM integrations i WHERE i.id = $1 AND "
+    kind: f"SELECT i.type FROM {_one('integrations', 'i', '$1', 'sqlite')}"
     + _sql(_INTEGRATION_SCOPE[kind], S="$2")
     for kind in _INTEGRATION_SCOPE
 }
