@@ -33,13 +33,17 @@ def client(database_url: str, matrix: dict[str, Any]) -> Iterator[TestClient]:
         yield test_client
 
 
+def _module_database(request: pytest.FixtureRequest, maker: DatabaseMaker) -> Iterator[str]:
+    if request.param == "postgresql":
+        _require_postgres()
+    with maker.database(request.param) as url:
+        yield url
+
+
 @pytest.fixture(scope="module", params=DIALECTS)
 def shared_url(request: pytest.FixtureRequest, database_maker: DatabaseMaker) -> Iterator[str]:
     """A database of this run's dialect shared by one module's tests that change nothing."""
-    if request.param == "postgresql":
-        _require_postgres()
-    with database_maker.database(request.param) as url:
-        yield url
+    yield from _module_database(request, database_maker)
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +56,7 @@ def shared_client(shared_url: str) -> Iterator[TestClient]:
 @pytest.fixture(scope="module", params=DIALECTS)
 def crowded_url(request: pytest.FixtureRequest, database_maker: DatabaseMaker) -> Iterator[str]:
     """A database shared by one module's read-only tests, for the crowded world."""
-    if request.param == "postgresql":
-        _require_postgres()
-    with database_maker.database(request.param) as url:
-        yield url
+    yield from _module_database(request, database_maker)
 
 
 @pytest.fixture(scope="module")
