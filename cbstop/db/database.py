@@ -31,6 +31,11 @@ class Connection(Protocol):
     async def fetchval(self, sql: str, *args: Any) -> Any: ...
     async def execute(self, sql: str, *args: Any) -> None: ...
     async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None: ...
+    async def bulk_insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Insert many rows at once: COPY on PostgreSQL, one `executemany` on SQLite."""
+        ...
 
 
 class Database(Protocol):
@@ -48,10 +53,10 @@ class Database(Protocol):
         trips on the hot paths."""
         ...
 
-    def atomic_write(self) -> AbstractAsyncContextManager[Connection]:
-        """A unit of work that writes. On PostgreSQL the repositories make each write one
-        statement (data-modifying CTEs), atomic without BEGIN/COMMIT round trips; on SQLite,
-        which cannot, it is a write transaction."""
+    def single_statement_write(self) -> AbstractAsyncContextManager[Connection]:
+        """A write that the repository makes one statement on PostgreSQL (data-modifying
+        CTEs): atomic by itself, so no BEGIN/COMMIT round trips. SQLite has no
+        data-modifying CTEs, so there it is a write transaction around several statements."""
         ...
 
     async def ping(self) -> None:

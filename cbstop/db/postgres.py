@@ -63,11 +63,12 @@ class PostgresConnection:
     async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
         await self._conn.executemany(sql, args)
 
-    async def copy_records(
-        self, table: str, columns: list[str], records: list[tuple[Any, ...]]
+    async def bulk_insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
-        """Bulk insert with COPY (used by the world loader)."""
-        await self._conn.copy_records_to_table(table, records=records, columns=columns)
+        await self._conn.copy_records_to_table(
+            table, records=[tuple(r) for r in rows], columns=list(columns)
+        )
 
 
 class PostgresDatabase:
@@ -149,7 +150,7 @@ class PostgresDatabase:
         finally:
             self._pool.release(conn)
 
-    def atomic_write(self) -> AbstractAsyncContextManager[PostgresConnection]:
+    def single_statement_write(self) -> AbstractAsyncContextManager[PostgresConnection]:
         return self.connection()
 
     async def ping(self) -> None:

@@ -67,6 +67,12 @@ class SqliteConnection:
         rows = list(args)
         await self._db.run(lambda c: c.executemany(to_sqlite(sql), rows))
 
+    async def bulk_insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        marks = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+        await self.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
 
 class SqliteDatabase:
     """One SQLite file."""
@@ -129,7 +135,7 @@ class SqliteDatabase:
                 await self.run(lambda c: c.execute("ROLLBACK") if c.in_transaction else None)
                 raise
 
-    def atomic_write(self) -> AbstractAsyncContextManager[SqliteConnection]:
+    def single_statement_write(self) -> AbstractAsyncContextManager[SqliteConnection]:
         return self.transaction(write=True)
 
     async def ping(self) -> None:

@@ -91,7 +91,7 @@ async def create_integration(
                 conn, principal.scope_kind, principal.scope_id, body.organisation_id
             )
         raise InvalidMerchantIds() if found else NotFound()
-    async with db.atomic_write() as conn:
+    async with db.single_statement_write() as conn:
         outcome = await repository.create(conn, principal.scope_kind, principal.scope_id, new)
     if outcome is CreateOutcome.NO_ORGANISATION:
         raise NotFound()
@@ -110,7 +110,7 @@ async def update_integration(
         raise MissingUpdateFields()
     if not storable(integration_id):
         raise NotFound()
-    async with db.atomic_write() as conn:
+    async with db.single_statement_write() as conn:
         found_type, updated = await repository.update(
             conn,
             principal.scope_kind,

@@ -605,19 +605,12 @@ class _Plan:
         if large:
             self.reporter.step(f"Writing {table}", len(rows))
         conn = self.conn
-        copy = getattr(conn, "copy_records", None)
-        if copy is not None:
-            async with self._checks_deferred(table, large):
-                for start in range(0, len(rows), COPY_CHUNK):
-                    chunk = list(rows[start : start + COPY_CHUNK])
-                    await copy(table, columns, chunk)
-                    if large:
-                        self.reporter.advance(len(chunk))
-            return
-        marks = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
-        await conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
-        if large:
-            self.reporter.advance(len(rows))
+        async with self._checks_deferred(table, large):
+            for start in range(0, len(rows), COPY_CHUNK):
+                chunk = rows[start : start + COPY_CHUNK]
+                await conn.bulk_insert(table, columns, chunk)
+                if large:
+                    self.reporter.advance(len(chunk))
 
     @asynccontextmanager
     async def _checks_deferred(self, table: str, large: bool) -> AsyncIterator[None]:
@@ -628,7 +621,7 @@ class _Plan:
         happens inside the load's transaction, so other sessions never see the table without
         them (they wait for the load instead), and a failure restores everything.
         """
-        if not large:
+        if not large or self.conn.dialect != "postgresql":
             yield
             return
         conn = self.conn
