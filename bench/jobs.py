@@ -11,7 +11,16 @@ from typing import Any
 import httpx
 
 from bench.procs import BenchError, Server
-from bench.report import BARE_GET, CBSTOP, CBSTOP_SQLITE, HELLO, PEER, Measurement
+from bench.report import (
+    BARE_GET,
+    BASELINE,
+    BASELINE_SQLITE,
+    CBSTOP,
+    CBSTOP_SQLITE,
+    HELLO,
+    PEER,
+    Measurement,
+)
 from bench.worlds import BenchWorld
 
 LIST = "/v1/integrations?limit=20"
@@ -118,8 +127,12 @@ def build_jobs(
     plan: list[tuple[str, str]] = []
     if CBSTOP in servers:
         plan += [(CBSTOP, s) for s in CBSTOP_SCENARIOS]
+    if BASELINE in servers:
+        plan += [(BASELINE, s) for s in CBSTOP_SCENARIOS]
     if CBSTOP_SQLITE in servers:
         plan += [(CBSTOP_SQLITE, s) for s in SQLITE_SCENARIOS]
+    if BASELINE_SQLITE in servers:
+        plan += [(BASELINE_SQLITE, s) for s in SQLITE_SCENARIOS]
     if PEER in servers:
         plan += [(PEER, s) for s in PEER_SCENARIOS]
     if BARE_GET in servers:

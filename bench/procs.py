@@ -118,6 +118,31 @@ def cbstop_command() -> list[str]:
     return [str(exe) if exe.exists() else "cbstop"]
 
 
+def build_identity(command: Sequence[str], env: dict[str, str], cwd: Path) -> dict[str, str | None]:
+    """Where the `cbstop` of `command` imports its code from, and that tree's git commit.
+
+    Asked of the interpreter beside the command (a venv's bin/python) with the environment and
+    working directory its server gets, so the report names the code that actually ran.
+    """
+    found = shutil.which(command[0], path=env.get("PATH"))
+    python = Path(found).parent / "python" if found else None
+    source = commit = None
+    if python is not None and python.exists():
+        code = "import os, cbstop; print(os.path.dirname(os.path.abspath(cbstop.__file__)))"
+        done = subprocess.run([str(python), "-c", code], env=env, cwd=cwd, capture_output=True)
+        source = done.stdout.decode().strip() or None
+    if source:
+
+        def git(*args: str) -> str:
+            done = subprocess.run(["git", *args], cwd=source, capture_output=True, text=True)
+            return done.stdout.strip() if done.returncode == 0 else ""
+
+        commit = git("rev-parse", "--short", "HEAD") or None
+        if commit and git("status", "--porcelain", "--", "."):
+            commit += " (dirty)"
+    return {"command": " ".join(command), "source": source, "commit": commit}
+
+
 def cbstop(args: Sequence[str], env: dict[str, str]) -> float:
     """Run one `cbstop` command; its wall time in seconds."""
     argv = [*cbstop_command(), *args]
@@ -143,6 +168,10 @@ class Server:
     port: int
     log_path: Path
     health: str = "/healthz"
+    # Another build runs outside this checkout: started with `python -m` or `-c`, its
+    # interpreter puts the working directory first on sys.path and would import this tree's
+    # `cbstop` instead of its own.
+    cwd: Path = REPO
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
 
@@ -156,7 +185,7 @@ class Server:
         self.proc = subprocess.Popen(
             self.argv,
             env=self.env,
-            cwd=REPO,
+            cwd=self.cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -18,10 +18,15 @@ CBSTOP_SQLITE = "cbstop-sqlite"
 PEER = "peer"
 BARE_GET = "bare-get"
 HELLO = "hello"
+# Another build of cbstop beside the current one (`bench.run --baseline`), same databases.
+BASELINE = "baseline"
+BASELINE_SQLITE = "baseline-sqlite"
 
 SERVER_LABELS = {
     CBSTOP: "cbstop (PostgreSQL)",
     CBSTOP_SQLITE: "cbstop (SQLite)",
+    BASELINE: "cbstop baseline build (PostgreSQL)",
+    BASELINE_SQLITE: "cbstop baseline build (SQLite)",
     PEER: "textbook FastAPI peer",
     BARE_GET: "bare get (ASGI + asyncpg)",
     HELLO: "bare hello (ASGI)",
@@ -252,6 +257,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {r['name']} | {r['numerator']} | {r['denominator']} | {_fmt(r['value'])} "
             f"| {target} | {_mark(r['reached'])} |"
         )
+    if results.get("comparison"):
+        lines += _comparison_lines(results["comparison"])
     lines += [
         "",
         "## Worker RSS after the run",
@@ -274,6 +281,50 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _build(who: dict[str, Any]) -> str:
+    commit = f"commit `{who['commit']}`" if who.get("commit") else "commit unknown"
+    where = f", code in `{who['source']}`" if who.get("source") else ""
+    return f"`{who.get('command', '?')}` ({commit}{where})"
+
+
+def _comparison_lines(comparison: dict[str, Any]) -> list[str]:
+    """The before/after table of a run with a baseline build (see bench/compare.py)."""
+    before, current = comparison["baseline"], comparison["current"]
+    b, c = before.get("label", "baseline"), current.get("label", "current")
+    threshold = comparison["threshold"]
+    lines = [
+        "",
+        f"## Before/after: {c} ÷ {b}",
+        "",
+        f"- {b}: {_build(before)}",
+        f"- {c}: {_build(current)}",
+        "",
+        "Both served the same database with the same settings and workers; in every round the "
+        "two ran each scenario back to back, who went first alternating by round. Ratio: "
+        f"median ÷ median; **below** marks a ratio under {threshold:g}.",
+        "",
+        f"| world | database | scenario | {b} req/s | {c} req/s | {c} ÷ {b} "
+        f"| rounds: {b} / {c} (ratio) | |",
+        "|---:|---|---|---:|---:|---:|---|---|",
+    ]
+    for row in comparison["rows"]:
+        rounds = "; ".join(
+            f"{_fmt(r['baseline'], 0)} / {_fmt(r['current'], 0)} ({_fmt(r['ratio'])})"
+            for r in row["rounds"]
+        )
+        mark = {True: f"**below {threshold:g}**", False: "", None: "—"}[row["below"]]
+        database = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}.get(
+            row["database"], row["database"]
+        )
+        lines.append(
+            f"| {size_label(row['size'])} | {database} "
+            f"| {SCENARIO_LABELS.get(row['scenario'], row['scenario'])} "
+            f"| {_fmt(row['baseline_rps'], 0)} | {_fmt(row['current_rps'], 0)} "
+            f"| {_fmt(row['ratio'], 3)} | {rounds} | {mark} |"
+        )
+    return lines
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     """Latency percentiles against world size, one panel per server and scenario."""
     import matplotlib
@@ -283,8 +334,18 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     measurements = [Measurement.from_json(m) for m in results["measurements"]]
     table = {(m.size, m.server, m.scenario): m for m in measurements}
+    # Drawn beside a cbstop panel, not in panels of their own: (server, line, legend prefix).
+    before = results.get("comparison", {}).get("baseline", {}).get("label", "baseline") + " "
+    beside = {
+        CBSTOP: [(PEER, "--", "peer (PostgreSQL) "), (BASELINE, ":", before)],
+        CBSTOP_SQLITE: [(PEER, "--", "peer (PostgreSQL) "), (BASELINE_SQLITE, ":", before)],
+    }
     panels = sorted(
-        {(m.server, m.scenario) for m in measurements if m.server != PEER},
+        {
+            (m.server, m.scenario)
+            for m in measurements
+            if m.server not in (PEER, BASELINE, BASELINE_SQLITE)
+        },
         key=lambda p: (list(SERVER_LABELS).index(p[0]) if p[0] in SERVER_LABELS else 99, p[1]),
     )
     cols = 4
@@ -296,9 +357,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ("p99_ms", "p99", "^", "tab:red"),
     )
     for ax, (server, scenario) in zip(axes.flat, panels, strict=False):
-        for srv, alpha, dash in ((server, 1.0, "-"), (PEER, 0.6, "--")):
-            if srv == PEER and server not in (CBSTOP, CBSTOP_SQLITE):
-                continue
+        curves = [(server, 1.0, "-", ""), *((o, 0.6, d, w) for o, d, w in beside.get(server, []))]
+        for srv, alpha, dash, who in curves:
             ms = sorted((m for k, m in table.items() if k[1:] == (srv, scenario)),
                         key=lambda m: m.size)  # fmt: skip
             if not ms or not any(m.repeats for m in ms):
@@ -306,7 +366,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
             xs = [m.size for m in ms]
             for key, name, style, color in styles:
                 ys = [m.median()[key] for m in ms]
-                who = "peer (PostgreSQL) " if srv == PEER else ""
                 ax.plot(
                     xs, ys, linestyle=dash, marker=style, color=color, alpha=alpha,
                     label=f"{who}{name}", markersize=4,

@@ -8,9 +8,14 @@ answers as it should, warm each up, then run the repeats interleaved (every scen
 server once per round, the order rotated each round) and keep the medians. Results go to
 bench/results/<stamp>.json, .md and .png; see docs/performance.md.
 
+With `--baseline CMD`, another build's `cbstop` serves the same databases beside the current
+one, each of its scenarios paired with the current build's in every round, and the report
+gains a before/after table (bench/compare.py).
+
     python -m bench.run                      # the full run (long: the lead runs it)
     python -m bench.run --smoke              # CI: 1,000 world, 1 s runs, results to a temp dir
     python -m bench.run --sizes 1k,100k --duration 5 --repeats 3 --scenarios get_one,list_admin
+    python -m bench.run --baseline /tmp/cbstop-old/.venv/bin/cbstop --baseline-label before
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -28,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from bench import report
+from bench import compare, report
 from bench.jobs import Job, build_jobs, probe
 from bench.procs import (
     BIN,
@@ -36,6 +42,7 @@ from bench.procs import (
     REPO,
     BenchError,
     Server,
+    build_identity,
     cbstop,
     cbstop_command,
     create_database,
@@ -46,7 +53,16 @@ from bench.procs import (
     log,
     vacuum_analyze,
 )
-from bench.report import BARE_GET, CBSTOP, CBSTOP_SQLITE, HELLO, PEER, Measurement
+from bench.report import (
+    BARE_GET,
+    BASELINE,
+    BASELINE_SQLITE,
+    CBSTOP,
+    CBSTOP_SQLITE,
+    HELLO,
+    PEER,
+    Measurement,
+)
 from bench.worlds import cached_world
 from bench.wrk import WrkResult, run_wrk
 
@@ -84,7 +100,18 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-refs", action="store_true", help="skip bare hello / bare get / peer")
     p.add_argument("--postgres", default=DEFAULT_POSTGRES, help="server URL, no database")
     p.add_argument("--output-dir", type=Path, default=None, help="default bench/results")
+    p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="CMD",
+        help="another build's cbstop command (e.g. /tmp/old/.venv/bin/cbstop): served beside "
+        "the current one, every cbstop scenario paired with it, a before/after table",
+    )
+    p.add_argument(
+        "--baseline-label", default=None, help="its name in the report (default: its commit)"
+    )
     args = p.parse_args(argv)
+    args.baseline_command = shlex.split(args.baseline) if args.baseline else None
     if args.smoke:
         args.sizes = args.sizes or [1000]
         args.sqlite_sizes = args.sqlite_sizes if args.sqlite_sizes is not None else [1000]
@@ -148,6 +175,32 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _baseline_env(command: list[str]) -> dict[str, str]:
+    """The current build's settings, with the baseline's own bin first and no PYTHONPATH."""
+    exe = shutil.which(command[0])
+    if exe is None:
+        raise BenchError(f"--baseline: {command[0]} is not an executable")
+    env = _env(PATH=f"{Path(exe).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def _builds(args: argparse.Namespace) -> dict[str, dict[str, str | None]]:
+    """The code each build imports and its commit, asked outside this checkout."""
+    with tempfile.TemporaryDirectory(prefix="cbstop-bench-") as neutral:
+        current = build_identity(cbstop_command(), _env(), Path(neutral))
+        baseline = build_identity(
+            args.baseline_command, _baseline_env(args.baseline_command), Path(neutral)
+        )
+    if baseline["source"] is None:
+        raise BenchError(f"--baseline: could not import cbstop with {args.baseline}")
+    if baseline["source"] == current["source"]:
+        log(f"baseline and current both run {current['source']}: an A/A run")
+    current["label"] = "current"
+    baseline["label"] = args.baseline_label or baseline["commit"] or "baseline"
+    return {"current": current, "baseline": baseline}
+
+
 def _uvicorn(app: str, port: int, workers: int) -> list[str]:
     return [
         PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
@@ -156,9 +209,9 @@ def _uvicorn(app: str, port: int, workers: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _cbstop_serve(url: str, port: int, workers: int) -> list[str]:
+def _cbstop_serve(url: str, port: int, workers: int, command: list[str] | None = None) -> list[str]:
     return [
-        *cbstop_command(), "serve", "--database-url", url,
+        *(command or cbstop_command()), "serve", "--database-url", url,
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
     ]  # fmt: skip
 
@@ -209,11 +262,25 @@ def run_size(
             servers[kind] = Server(kind, argv, _env(**extra_env), port, work / f"{kind}.log")
 
         w = args.workers
-        port = free_port()
-        add(CBSTOP, _cbstop_serve(url, port, w), port, {})
+        databases = [(CBSTOP, BASELINE, url)]
         if with_sqlite:
+            databases.append((CBSTOP_SQLITE, BASELINE_SQLITE, sqlite_url))
+        for kind, baseline_kind, database_url in databases:
             port = free_port()
-            add(CBSTOP_SQLITE, _cbstop_serve(sqlite_url, port, w), port, {})
+            add(kind, _cbstop_serve(database_url, port, w), port, {})
+            if args.baseline_command:
+                # Same database, same settings and workers; its own code, run from outside
+                # this checkout (see Server.cwd).
+                port = free_port()
+                argv = _cbstop_serve(database_url, port, w, args.baseline_command)
+                servers[baseline_kind] = Server(
+                    baseline_kind,
+                    argv,
+                    _baseline_env(args.baseline_command),
+                    port,
+                    work / f"{baseline_kind}.log",
+                    cwd=work,
+                )
         if not args.no_refs:
             pythonpath = os.pathsep.join(p for p in (str(REPO), peer_path) if p)
             ref_env = {"CBSTOP_DATABASE_URL": url, "PYTHONPATH": pythonpath}
@@ -237,13 +304,13 @@ def run_size(
         if args.warmup > 0:
             for job in jobs:
                 _drive(job, wrk, args, args.warmup)
+        units = compare.paired_units(jobs, key=lambda job: (job.server_kind, job.scenario))
         for round_ in range(args.repeats):
-            shift = round_ % len(jobs)
-            for job in jobs[shift:] + jobs[:shift]:
+            for job in compare.round_order(units, round_):
                 result = _drive(job, wrk, args, args.duration)
                 job.measurement.repeats.append(result)
                 log(
-                    f"world {size} round {round_ + 1}/{args.repeats}: {job.server_kind:13} "
+                    f"world {size} round {round_ + 1}/{args.repeats}: {job.server_kind:15} "
                     f"{job.scenario:10} {result.rps:9.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
                     f"p99 {result.p99_ms:7.2f} ms  "
                     f"errors {result.status_errors + result.socket_errors}"
@@ -286,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         peer_path = None if args.no_refs else ensure_peer_path()
         out: dict[str, Any] = {"measurements": [], "rss": [], "loads": []}
         meta = _meta(args, stamp)
+        builds = _builds(args) if args.baseline_command else None
         for size in args.sizes:
             run_size(size, args, wrk, peer_path, out)
     except BenchError as exc:
@@ -300,6 +368,13 @@ def main(argv: list[str] | None = None) -> int:
         "rss": out["rss"],
         "loads": out["loads"],
     }
+    if builds is not None:
+        rows = compare.compare(measurements)
+        results["comparison"] = {
+            **builds,
+            "threshold": compare.THRESHOLD,
+            "rows": [row.to_json() for row in rows],
+        }
     paths = write_results(results, args.output_dir, stamp)
     print(report.markdown(results))
     log(f"done in {meta['seconds']}s: {', '.join(str(p) for p in paths)}")
