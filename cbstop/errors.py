@@ -1,6 +1,7 @@
 """The errors a client can see, each one code and one status.
 
     ApiError
+     ├── InternalError          500 INTERNAL_ERROR (a defect of ours: never for client input)
      ├── Unauthorised           401 UNAUTHORISED
      ├── Forbidden              403 FORBIDDEN
      ├── NotFound               404 NOT_FOUND
@@ -14,7 +15,10 @@
      │                              INVALID_INTEGRATION_TYPE | MISSING_UPDATE_FIELDS
      └── ServiceUnavailable     503 SERVICE_UNAVAILABLE (database down, pool or statement timeout)
 
-Services raise them; `cbstop.web.errors` turns each into the `{"errors": [...]}` envelope.
+Services raise them; `cbstop.web.errors.render` turns each into the `{"errors": [...]}`
+envelope, the only place that does. Each class also carries what the OpenAPI document says
+of it (`description`, and the `documented_headers` its answers always carry), so the
+document's error responses are built from the same classes the code raises.
 """
 
 from __future__ import annotations
@@ -45,6 +49,11 @@ class ApiError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "INTERNAL_ERROR"
     message: ClassVar[str] = "Internal error"
+    # What the OpenAPI document says of this error, and the headers its answer always has.
+    description: ClassVar[str] = "An error in the service itself."
+    documented_headers: ClassVar[dict[str, str]] = {}
+    # The `field` the document's example of this error shows, if its entries carry one.
+    example_field: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -57,13 +66,22 @@ class ApiError(Exception):
         self.headers = headers or {}
         super().__init__(self.entries[0].message)
 
-    def body(self) -> dict[str, list[dict[str, str]]]:
-        """The envelope."""
-        return {"errors": [e.as_dict() for e in self.entries]}
+    @classmethod
+    def example(cls) -> ApiError:
+        """An instance as the OpenAPI document shows it (whatever the class's arguments)."""
+        exc = cls.__new__(cls)
+        ApiError.__init__(exc, entries=[ErrorEntry(cls.code, cls.message, cls.example_field)])
+        return exc
+
+
+class InternalError(ApiError):
+    """A defect in the service: logged with its traceback, answered without one."""
 
 
 class Unauthorised(ApiError):
     status, code, message = 401, "UNAUTHORISED", "Unauthorised"
+    description = "Missing, malformed, unknown or revoked API key."
+    documented_headers = {"WWW-Authenticate": "Always `Bearer`."}
 
     def __init__(self) -> None:
         super().__init__(headers={"WWW-Authenticate": "Bearer"})
@@ -71,14 +89,18 @@ class Unauthorised(ApiError):
 
 class Forbidden(ApiError):
     status, code, message = 403, "FORBIDDEN", "Forbidden"
+    description = "The key lacks the ability this operation needs."
 
 
 class NotFound(ApiError):
     status, code, message = 404, "NOT_FOUND", "Not found"
+    description = "Not found, or outside the key's access scope (the two are indistinguishable)."
 
 
 class MethodNotAllowed(ApiError):
     status, code, message = 405, "METHOD_NOT_ALLOWED", "Method not allowed"
+    description = "The path does not accept this method; `Allow` lists the ones it does."
+    documented_headers = {"Allow": "The methods the path accepts."}
 
     def __init__(self, allow: list[str]) -> None:
         super().__init__(headers={"Allow": ", ".join(allow)})
@@ -86,14 +108,17 @@ class MethodNotAllowed(ApiError):
 
 class MalformedJson(ApiError):
     status, code, message = 400, "MALFORMED_JSON", "The request body is not a valid JSON object"
+    description = "The body is not valid JSON, or not a JSON object."
 
 
 class MalformedRequest(ApiError):
     status, code, message = 400, "MALFORMED_REQUEST", "The request is not valid HTTP"
+    description = "The request is not valid HTTP (refused by the server's parser)."
 
 
 class PayloadTooLarge(ApiError):
     status, code, message = 413, "PAYLOAD_TOO_LARGE", "The request body is larger than 1 MiB"
+    description = "The body is larger than 1 MiB."
 
 
 class UnsupportedMediaType(ApiError):
@@ -102,51 +127,48 @@ class UnsupportedMediaType(ApiError):
         "UNSUPPORTED_MEDIA_TYPE",
         "The request body must be application/json",
     )
+    description = "The body is not `application/json`."
 
 
 class ValidationFailed(ApiError):
     status, code, message = 422, "VALIDATION_ERROR", "The request is invalid"
+    description = "The request does not fit the schema: one entry per problem, with `field`."
+    example_field = "name"
 
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         super().__init__(entries=[ErrorEntry(self.code, m, f) for f, m in problems])
 
 
 class BusinessRuleViolation(ApiError):
-    status = 422
+    """A rule beyond the schema; each subclass is one code, with its own message."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(entries=[ErrorEntry(code, message)])
+    status = 422
 
 
 class DuplicateMerchantIds(BusinessRuleViolation):
     code = "DUPLICATE_MERCHANT_IDS"
-
-    def __init__(self) -> None:
-        super().__init__(self.code, "merchant_ids contains duplicate values")
+    message = "merchant_ids contains duplicate values"
+    description = "`merchant_ids` contains duplicate values."
 
 
 class InvalidMerchantIds(BusinessRuleViolation):
     code = "INVALID_MERCHANT_IDS"
-
-    def __init__(self) -> None:
-        super().__init__(
-            self.code,
-            "One or more merchant_ids are invalid or inaccessible for this organisation",
-        )
+    message = "One or more merchant_ids are invalid or inaccessible for this organisation"
+    description = (
+        "A merchant does not exist, is inaccessible, or does not belong to the organisation."
+    )
 
 
 class InvalidIntegrationType(BusinessRuleViolation):
     code = "INVALID_INTEGRATION_TYPE"
-
-    def __init__(self) -> None:
-        super().__init__(self.code, "Only CUSTOM_ORDERS integrations can be updated")
+    message = "Only CUSTOM_ORDERS integrations can be updated"
+    description = "PATCH of an integration whose type is not `CUSTOM_ORDERS`."
 
 
 class MissingUpdateFields(BusinessRuleViolation):
     code = "MISSING_UPDATE_FIELDS"
-
-    def __init__(self) -> None:
-        super().__init__(self.code, "Provide at least one of status or name")
+    message = "Provide at least one of status or name"
+    description = "PATCH without `status` or `name`."
 
 
 class ServiceUnavailable(ApiError):
@@ -155,6 +177,8 @@ class ServiceUnavailable(ApiError):
         "SERVICE_UNAVAILABLE",
         "The service is temporarily unavailable; retry shortly",
     )
+    description = "The database is unavailable or busy; retry after `Retry-After` seconds."
+    documented_headers = {"Retry-After": "Seconds to wait before retrying."}
 
     def __init__(self) -> None:
         super().__init__(headers={"Retry-After": "1"})

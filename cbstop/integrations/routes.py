@@ -1,98 +1,129 @@
-"""HTTP for integrations: parse, check the key, call the service, shape the answer.
+"""HTTP for integrations: the four operations, declared once, and their handlers.
 
-The handlers run straight from the edge's route table (`cbstop.web.edge`), not through
-FastAPI's per-request machinery: the hot paths cost what they must and no more. Each check
-happens in the contract's order (CONTRACT 1.6): key, ability, body, schema, rules.
+Each declaration says what the edge checks before the handler runs (key, ability, query,
+body; CONTRACT 1.6) and what the OpenAPI document says; a handler only calls the service and
+shapes the answer.
 """
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import parse_qsl
-
-from pydantic import ValidationError
-
+from cbstop import errors
 from cbstop.auth.keys import READ, WRITE
-from cbstop.errors import ValidationFailed
-from cbstop.integrations import service
-from cbstop.integrations.schemas import IntegrationCreate, IntegrationUpdate, represent
-from cbstop.web.context import RequestContext
-from cbstop.web.http import Response, json_response, problems
+from cbstop.integrations import examples, service
+from cbstop.integrations.schemas import (
+    IntegrationCreate,
+    IntegrationOut,
+    IntegrationPage,
+    IntegrationUpdate,
+    represent,
+)
+from cbstop.web.http import Response, json_response
+from cbstop.web.routing import Call, IntParam, Operation, Success
 
-DEFAULT_LIMIT = 20
-MAX_LIMIT = 100
-_LIST_PARAMS = {"limit": (1, MAX_LIMIT, DEFAULT_LIMIT), "offset": (0, None, 0)}
-
-
-def _in_range(text: str, low: int, high: int | None) -> bool:
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        return False
-    return int(text) >= low and (high is None or int(text) <= high)
-
-
-def parse_list_query(query_string: bytes) -> tuple[int, int]:
-    """`limit` and `offset`, each an integer in range, once; nothing else."""
-    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-    seen: dict[str, list[str]] = {}
-    for name, value in pairs:
-        seen.setdefault(name, []).append(value)
-    found: list[tuple[str, str]] = []
-    values: dict[str, int] = {}
-    for name, given in seen.items():
-        bounds = _LIST_PARAMS.get(name)
-        if bounds is None:
-            found.append((name, "Unknown query parameter; no filters are supported"))
-            continue
-        low, high, _ = bounds
-        what = f"an integer from {low} to {high}" if high else f"an integer of at least {low}"
-        if len(given) > 1:
-            found.append((name, "Give the parameter once"))
-        elif not _in_range(given[0], low, high):
-            found.append((name, f"Must be {what}"))
-        else:
-            values[name] = int(given[0])
-    if found:
-        raise ValidationFailed(found)
-    return values.get("limit", DEFAULT_LIMIT), values.get("offset", 0)
+COLLECTION = "/v1/integrations"
+ITEM = "/v1/integrations/{integration_id}"
+LIMIT = IntParam("limit", "Number of results per page.", default=20, minimum=1, maximum=100)
+OFFSET = IntParam("offset", "Number of results to skip.", default=0, minimum=0)
+_ID = {"integration_id": "Integration ID."}
+_TAGS = ("Integrations",)
 
 
-def _parse(model: type[IntegrationCreate] | type[IntegrationUpdate], body: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        raise problems(exc) from None
-
-
-async def list_integrations(ctx: RequestContext) -> Response:
+async def list_integrations(call: Call) -> Response:
     """List the integrations the key can access, newest first."""
-    principal = await ctx.principal()
-    principal.require(READ)
-    limit, offset = parse_list_query(ctx.scope["query_string"])
-    count, items = await service.list_integrations(ctx.db, principal, limit, offset)
+    count, items = await service.list_integrations(
+        call.db, call.principal, limit=call.query["limit"], offset=call.query["offset"]
+    )
     return json_response(200, {"items": [represent(i) for i in items], "count": count})
 
 
-async def create_integration(ctx: RequestContext) -> Response:
+async def create_integration(call: Call) -> Response:
     """Create a CUSTOM_ORDERS integration."""
-    principal = await ctx.principal()
-    principal.require(WRITE)
-    body: IntegrationCreate = _parse(IntegrationCreate, await ctx.json())
-    created = await service.create_integration(ctx.db, principal, body)
-    return json_response(201, represent(created), {"Location": f"/v1/integrations/{created.id}"})
+    created = await service.create_integration(call.db, call.principal, call.body)
+    return json_response(201, represent(created), {"Location": f"{COLLECTION}/{created.id}"})
 
 
-async def get_integration(ctx: RequestContext, integration_id: str) -> Response:
+async def get_integration(call: Call) -> Response:
     """Retrieve one integration by id."""
-    principal = await ctx.principal()
-    principal.require(READ)
-    found = await service.get_integration(ctx.db, principal, integration_id)
+    found = await service.get_integration(call.db, call.principal, call.params["integration_id"])
     return json_response(200, represent(found))
 
 
-async def update_integration(ctx: RequestContext, integration_id: str) -> Response:
+async def update_integration(call: Call) -> Response:
     """Rename and/or disable a CUSTOM_ORDERS integration."""
-    principal = await ctx.principal()
-    principal.require(WRITE)
-    body: IntegrationUpdate = _parse(IntegrationUpdate, await ctx.json())
-    updated = await service.update_integration(ctx.db, principal, integration_id, body)
+    updated = await service.update_integration(
+        call.db, call.principal, call.params["integration_id"], call.body
+    )
     return json_response(200, represent(updated))
+
+
+ROUTES = (
+    Operation(
+        "GET",
+        COLLECTION,
+        list_integrations,
+        operation_id="listIntegrations",
+        summary="List integrations",
+        description="Integrations of every organisation the key can access, newest first "
+        "(creation time, then id). `count` is the total in the key's scope.",
+        ability=READ,
+        query=(LIMIT, OFFSET),
+        success=Success(
+            200,
+            "A page, and the total in the key's scope.",
+            IntegrationPage,
+            examples=examples.LIST_RESPONSES,
+        ),
+        tags=_TAGS,
+    ),
+    Operation(
+        "POST",
+        COLLECTION,
+        create_integration,
+        operation_id="createIntegration",
+        summary="Create integration",
+        description="Create a `CUSTOM_ORDERS` integration of an organisation the key can "
+        "access, linked to merchants of that organisation.",
+        ability=WRITE,
+        body=IntegrationCreate,
+        body_examples=examples.CREATE_REQUESTS,
+        errors=(errors.DuplicateMerchantIds, errors.NotFound, errors.InvalidMerchantIds),
+        success=Success(
+            201,
+            "Created.",
+            IntegrationOut,
+            headers={"Location": "The new integration's path."},
+            examples=examples.CREATE_RESPONSES,
+        ),
+        tags=_TAGS,
+    ),
+    Operation(
+        "GET",
+        ITEM,
+        get_integration,
+        operation_id="getIntegration",
+        summary="Get integration by ID",
+        ability=READ,
+        errors=(errors.NotFound,),
+        path_params=_ID,
+        success=Success(200, "The integration.", IntegrationOut, examples=examples.GET_RESPONSES),
+        tags=_TAGS,
+    ),
+    Operation(
+        "PATCH",
+        ITEM,
+        update_integration,
+        operation_id="updateIntegration",
+        summary="Update integration",
+        description="Rename and/or disable a `CUSTOM_ORDERS` integration: at least one of "
+        "`name` and `status` (`DISABLED` only).",
+        ability=WRITE,
+        body=IntegrationUpdate,
+        body_examples=examples.UPDATE_REQUESTS,
+        errors=(errors.MissingUpdateFields, errors.NotFound, errors.InvalidIntegrationType),
+        path_params=_ID,
+        success=Success(
+            200, "The updated integration.", IntegrationOut, examples=examples.UPDATE_RESPONSES
+        ),
+        tags=_TAGS,
+    ),
+)

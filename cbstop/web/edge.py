@@ -1,164 +1,132 @@
-"""The outermost layer of every HTTP request.
+"""The ASGI application: every request, from its scope to the bytes of its answer.
 
-It gives each request an id, sends `X-Request-Id` and `Cache-Control: no-store` on every
-answer, turns every error into the envelope, writes the access line and the metrics, and
-runs the API's own routes from a small table; everything else (service endpoints, unknown
-paths, wrong methods) goes to FastAPI.
+For each request the edge gives it an id, finds its operation in the route table, runs the
+checks the operation declares in the contract's order — key (401), ability (403), query
+(422), body (415/413/400/422) — then its handler; turns every error into the envelope
+through the one renderer; sends `X-Request-Id` and `Cache-Control: no-store` on every
+answer; and writes the access line and the metrics, labelled with the path template.
+It also runs the ASGI lifespan (open the database on startup, close it on shutdown).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 
-from cbstop.errors import ApiError, MethodNotAllowed
-from cbstop.integrations import routes
+from cbstop.errors import ApiError, InternalError, MethodNotAllowed, NotFound
 from cbstop.observability import logging as obs_logging
 from cbstop.observability.logging import log
-from cbstop.web.context import RequestContext
-from cbstop.web.http import Receive, Response, Scope, Send, json_response, request_id
+from cbstop.web.errors import render
+from cbstop.web.http import (
+    Receive,
+    Response,
+    Scope,
+    Send,
+    common_headers,
+    header,
+    parse_body,
+    read_json_object,
+    request_id,
+)
+from cbstop.web.routing import Call, Operation, RouteTable, parse_query
+from cbstop.web.state import AppState
 
-Handler = Callable[..., Awaitable[Response]]
-COLLECTION = "/v1/integrations"
-ITEM = "/v1/integrations/{integration_id}"
-
-
-@dataclass(frozen=True)
-class Route:
-    """The handlers of one path template, by method."""
-
-    template: str
-    methods: dict[str, Handler]
-
-    @property
-    def allow(self) -> list[str]:
-        allowed = list(self.methods)
-        if "GET" in allowed:
-            allowed.insert(allowed.index("GET") + 1, "HEAD")
-        return allowed
-
-
-API_ROUTES = {
-    COLLECTION: Route(
-        COLLECTION, {"GET": routes.list_integrations, "POST": routes.create_integration}
-    ),
-    ITEM: Route(ITEM, {"GET": routes.get_integration, "PATCH": routes.update_integration}),
-}
-
-
-def match(path: str) -> tuple[Route, tuple[str, ...]] | None:
-    """The API route for a path (with or without a trailing slash) and its parameters."""
-    if path.endswith("/"):
-        path = path[:-1]
-    if path == COLLECTION:
-        return API_ROUTES[COLLECTION], ()
-    prefix = COLLECTION + "/"
-    if path.startswith(prefix):
-        rest = path[len(prefix) :]
-        if rest and "/" not in rest:
-            return API_ROUTES[ITEM], (rest,)
-    return None
-
-
-def error_response(exc: ApiError) -> Response:
-    """The envelope for an API error."""
-    return json_response(exc.status, exc.body(), exc.headers)
-
-
-INTERNAL = json_response(500, {"errors": [{"code": "INTERNAL_ERROR", "message": "Internal error"}]})
+UNMATCHED = "unmatched"
 
 
 class Edge:
-    """ASGI: wraps the FastAPI app `inner`."""
+    """ASGI: the route table over one process's state."""
 
-    def __init__(self, inner: Any, state: Any) -> None:
-        self.inner = inner
+    def __init__(self, table: RouteTable, state: AppState) -> None:
+        self.table = table
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.inner(scope, receive, send)
-            return
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         rid = request_id(scope)
         state = self.state
         method: str = scope["method"]
-        found = match(scope["path"])
-        ctx: RequestContext | None = None
+        call: Call | None = None
+        found = self.table.match(scope["path"])
         if found is None:
-            status, route = await self._framework(scope, receive, send, rid)
+            route = UNMATCHED
+            response = render(NotFound())
         else:
-            api_route, params = found
-            route = api_route.template
-            ctx = RequestContext(scope, receive, state.db, state.authenticator, rid)
-            response = await self._api(ctx, api_route, method, params)
-            status = response.status
-            await _send(send, response, rid, head=method == "HEAD")
+            item, params = found
+            route = item.template
+            op = item.operations.get("GET" if method == "HEAD" else method)
+            if op is None:
+                response = render(MethodNotAllowed(item.allow))
+            else:
+                call = Call(state, scope, receive, rid, params)
+                response = await self._run(op, call)
+        await _send(send, response, rid, head=method == "HEAD")
         duration = time.perf_counter() - start
-        state.metrics.observe(method, route, status, duration)
+        state.metrics.observe(method, route, response.status, duration)
         if state.settings.access_log:
-            principal = ctx.principal_ if ctx is not None else None
+            principal = call.principal_ if call is not None else None
             obs_logging.access_line(
                 request_id=rid,
                 method=method,
                 route=route,
-                status=status,
+                status=response.status,
                 duration=duration,
                 key_id=principal.key_id if principal else None,
                 owner=principal.owner if principal else None,
             )
 
-    async def _api(
-        self, ctx: RequestContext, route: Route, method: str, params: tuple[str, ...]
-    ) -> Response:
-        handler = route.methods.get("GET" if method == "HEAD" else method)
+    async def _run(self, op: Operation, call: Call) -> Response:
+        """The operation's checks, then its handler; any error as the envelope."""
         try:
-            if handler is None:
-                raise MethodNotAllowed(route.allow)
-            return await handler(ctx, *params)
+            if op.ability is not None:
+                principal = await self.state.authenticator.authenticate(
+                    header(call.scope, b"authorization")
+                )
+                call.principal_ = principal
+                principal.require(op.ability)
+            if op.query:
+                call.query = parse_query(op.query, call.scope["query_string"])
+            if op.body is not None:
+                call.body = parse_body(op.body, await read_json_object(call.scope, call.receive))
+            return await op.handler(call)
         except ApiError as exc:
             if exc.status == 503:
                 self.state.warn_unavailable(exc)
-            return error_response(exc)
+            return render(exc)
         except Exception:
-            log.exception("unhandled error in %s %s", method, route.template)
-            return INTERNAL
+            log.exception("unhandled error in %s %s", op.method, op.path)
+            return render(InternalError())
 
-    async def _framework(
-        self, scope: Scope, receive: Receive, send: Send, rid: str
-    ) -> tuple[int, str]:
-        """Pass the request to FastAPI, adding our headers; (status, route template)."""
-        sent: dict[str, int] = {}
-
-        async def send_with_headers(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                sent["status"] = message["status"]
-                message["headers"] = [*message.get("headers", []), *_common(rid)]
-            await send(message)
-
-        try:
-            await self.inner(scope, receive, send_with_headers)
-        except Exception:
-            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
-            if "status" not in sent:
-                await _send(send, INTERNAL, rid)
-                sent["status"] = 500
-        route = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
-        return sent.get("status", 500), template
-
-
-def _common(rid: str) -> list[tuple[bytes, bytes]]:
-    return [(b"x-request-id", rid.encode()), (b"cache-control", b"no-store")]
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.state.start()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.state.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
 async def _send(send: Send, response: Response, rid: str, *, head: bool = False) -> None:
     headers = [
-        (b"content-type", b"application/json"),
+        (b"content-type", response.content_type),
         (b"content-length", str(len(response.body)).encode()),
-        *_common(rid),
+        *common_headers(rid),
         *response.headers,
     ]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})

@@ -12,10 +12,10 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cbstop.errors import MalformedJson, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 
@@ -23,6 +23,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 MAX_BODY = 1024 * 1024
 # Integers longer than this are kept as text: no JSON field here is an integer, and Python
@@ -35,19 +36,37 @@ _ID_COUNTER = itertools.count(1)
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+JSON = b"application/json"
+
+
 @dataclass(slots=True)
 class Response:
-    """A JSON answer."""
+    """A whole answer: status, body, its media type, and headers beyond the common ones."""
 
     status: int
     body: bytes
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    content_type: bytes = JSON
 
 
 def json_response(status: int, content: Any, headers: dict[str, str] | None = None) -> Response:
     """A response with an orjson-encoded body."""
-    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    return Response(status, orjson.dumps(content), extra)
+    return Response(status, orjson.dumps(content), encode_headers(headers))
+
+
+def encode_headers(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+    """Header names and values as ASGI wants them."""
+    return [(k.lower().encode(), v.encode("latin-1")) for k, v in (headers or {}).items()]
+
+
+def common_headers(rid: str) -> list[tuple[bytes, bytes]]:
+    """What every answer carries, errors included: its request id, and no caching."""
+    return [(b"x-request-id", rid.encode()), (b"cache-control", b"no-store")]
+
+
+def new_request_id() -> str:
+    """A request id issued here."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -63,7 +82,7 @@ def request_id(scope: Scope) -> str:
     given = header(scope, b"x-request-id")
     if given is not None and _SANE_REQUEST_ID.fullmatch(given):
         return given
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
+    return new_request_id()
 
 
 class _Huge:
@@ -132,6 +151,14 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise MalformedJson("The request body must be a JSON object")
     return value
+
+
+def parse_body(model: type[ModelT], body: dict[str, Any]) -> ModelT:
+    """The body as the operation's input model, or `VALIDATION_ERROR` per problem."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise problems(exc) from None
 
 
 def problems(exc: ValidationError) -> ValidationFailed:

@@ -1,236 +1,92 @@
-"""The OpenAPI 3.1 document, built from the same models and error classes the code uses.
+"""The OpenAPI 3.1 document, built from the route table alone.
 
-Each operation lists exactly the statuses its handler can return, each error with the
-envelope schema and the codes it can carry, so the document cannot drift from the code.
+Paths, methods, summaries, parameters, bodies, success answers and examples come from each
+`Operation`; its error answers from `Operation.raises()`, grouped by status, with the codes,
+descriptions and headers of the error classes themselves. A known path's other methods are
+documented as 405 with `Allow`. Nothing here names a path or an error code.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from cbstop import errors
-from cbstop.integrations.routes import DEFAULT_LIMIT, MAX_LIMIT
-from cbstop.integrations.schemas import (
-    IntegrationCreate,
-    IntegrationOut,
-    IntegrationPage,
-    IntegrationUpdate,
-)
+from cbstop.errors import ApiError, MethodNotAllowed
+from cbstop.web.errors import envelope
+from cbstop.web.routing import Example, Operation, PathItem, RouteTable
 
-# Any request can be refused by the HTTP parser before it reaches a route.
-_AUTH = [errors.MalformedRequest, errors.Unauthorised, errors.Forbidden]
-_BODY = [errors.UnsupportedMediaType, errors.PayloadTooLarge, errors.MalformedJson]
-_UNAVAILABLE = [errors.ServiceUnavailable]
-_HEADERS = {
-    401: {"WWW-Authenticate": "Always `Bearer`."},
-    405: {"Allow": "The methods the path accepts."},
-    503: {"Retry-After": "Seconds to wait before retrying."},
+TITLE = "cbstop — ChargebackStop Integrations API"
+# The methods a client might try on any path; those a path lacks are documented as 405.
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_REF = "#/components/schemas/{model}"
+
+ENVELOPE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["errors"],
+    "additionalProperties": False,
+    "properties": {
+        "errors": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["code", "message"],
+                "additionalProperties": False,
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "field": {"type": "string"},
+                },
+            },
+        }
+    },
 }
 
 
-def _error_response(status: int, codes: list[str], description: str) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "description": description,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "allOf": [{"$ref": "#/components/schemas/ErrorEnvelope"}],
-                    "properties": {
-                        "errors": {"items": {"properties": {"code": {"enum": sorted(codes)}}}}
-                    },
-                }
-            }
-        },
-    }
-    if status in _HEADERS:
-        out["headers"] = {
-            name: {"description": text, "schema": {"type": "string"}, "required": True}
-            for name, text in _HEADERS[status].items()
-        }
-    return out
-
-
-def _errors(*kinds: type[errors.ApiError], business: list[str] | None = None) -> dict[str, Any]:
-    by_status: dict[int, list[str]] = {}
-    for kind in kinds:
-        by_status.setdefault(kind.status, []).append(kind.code)
-    if business:
-        by_status.setdefault(422, []).extend(business)
-    descriptions = {
-        400: "The request is not valid HTTP, or its body is not a valid JSON object.",
-        401: "Missing, unknown or revoked API key.",
-        403: "The key lacks the ability this operation needs.",
-        404: "Not found, or outside the key's access scope (indistinguishable).",
-        413: "The body is larger than 1 MiB.",
-        415: "The body is not application/json.",
-        422: "The request is invalid: one entry per problem, with `field`.",
-        503: "The database is unavailable; retry after `Retry-After` seconds.",
-    }
-    return {
-        str(status): _error_response(status, codes, descriptions[status])
-        for status, codes in sorted(by_status.items())
-    }
-
-
-def _ok(status: int, schema: str, description: str, location: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
-    }
-    if location:
-        out["headers"] = {
-            "Location": {
-                "description": "The new integration's path.",
-                "schema": {"type": "string"},
-                "required": True,
-            }
-        }
-    return {str(status): out}
-
-
-def _body(schema: str) -> dict[str, Any]:
-    return {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
-    }
-
-
-_ID_PARAM = {
-    "name": "integration_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string"},
-    "description": "Integration ID.",
-}
-
-
-def build_openapi() -> dict[str, Any]:
+def build_openapi(table: RouteTable) -> dict[str, Any]:
     """The whole document."""
-    _, defs = models_json_schema(
-        [
-            (IntegrationCreate, "validation"),
-            (IntegrationUpdate, "validation"),
-            (IntegrationOut, "serialization"),
-            (IntegrationPage, "serialization"),
-        ],
-        ref_template="#/components/schemas/{model}",
-    )
-    schemas: dict[str, Any] = dict(defs["$defs"])
-    for name in ("IntegrationOut", "IntegrationPage", "Link"):
-        schemas[name]["additionalProperties"] = False
-    schemas["ErrorEnvelope"] = {
-        "type": "object",
-        "required": ["errors"],
-        "additionalProperties": False,
-        "properties": {
-            "errors": {
-                "type": "array",
-                "minItems": 1,
-                "items": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "code": {"type": "string"},
-                        "message": {"type": "string"},
-                        "field": {"type": "string"},
-                    },
-                },
-            }
-        },
-    }
-    list_op = {
-        "operationId": "listIntegrations",
-        "summary": "List integrations",
-        "description": "Integrations of every organisation the key can access, newest first.",
-        "parameters": [
-            {
-                "name": "limit",
-                "in": "query",
-                "schema": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": MAX_LIMIT,
-                    "default": DEFAULT_LIMIT,
-                },
-                "description": "Number of results per page.",
-            },
-            {
-                "name": "offset",
-                "in": "query",
-                "schema": {"type": "integer", "minimum": 0, "default": 0},
-                "description": "Number of results to skip.",
-            },
-        ],
-        "responses": {
-            **_ok(200, "IntegrationPage", "A page, and the total in the key's scope."),
-            **_errors(*_AUTH, errors.ValidationFailed, *_UNAVAILABLE),
-        },
-    }
-    create_op = {
-        "operationId": "createIntegration",
-        "summary": "Create integration",
-        "requestBody": _body("IntegrationCreate"),
-        "responses": {
-            **_ok(201, "IntegrationOut", "Created.", location=True),
-            **_errors(
-                *_AUTH,
-                *_BODY,
-                errors.ValidationFailed,
-                errors.NotFound,
-                *_UNAVAILABLE,
-                business=["DUPLICATE_MERCHANT_IDS", "INVALID_MERCHANT_IDS"],
-            ),
-        },
-    }
-    get_op = {
-        "operationId": "getIntegration",
-        "summary": "Get integration by ID",
-        "parameters": [_ID_PARAM],
-        "responses": {
-            **_ok(200, "IntegrationOut", "The integration."),
-            **_errors(*_AUTH, errors.NotFound, *_UNAVAILABLE),
-        },
-    }
-    update_op = {
-        "operationId": "updateIntegration",
-        "summary": "Update integration",
-        "description": "Rename and/or disable a CUSTOM_ORDERS integration.",
-        "parameters": [_ID_PARAM],
-        "requestBody": _body("IntegrationUpdate"),
-        "responses": {
-            **_ok(200, "IntegrationOut", "The updated integration."),
-            **_errors(
-                *_AUTH,
-                *_BODY,
-                errors.ValidationFailed,
-                errors.NotFound,
-                *_UNAVAILABLE,
-                business=["MISSING_UPDATE_FIELDS", "INVALID_INTEGRATION_TYPE"],
-            ),
-        },
-    }
+    paths: dict[str, Any] = {}
+    for item in table.paths:
+        documented = [op for op in item.operations.values() if op.documented]
+        if not documented:
+            continue
+        entry: dict[str, Any] = {}
+        path_params = {name: text for op in documented for name, text in op.path_params.items()}
+        if path_params:
+            # On the path, not each operation: its 405s take the same parameters.
+            entry["parameters"] = [
+                {
+                    "name": name,
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": text,
+                }
+                for name, text in path_params.items()
+            ]
+        entry.update({op.method.lower(): _operation(op) for op in documented})
+        for method in _METHODS:
+            if method not in item.operations:
+                entry[method.lower()] = _not_allowed(item, method)
+        paths[item.template] = entry
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": "cbstop — ChargebackStop Integrations API",
+            "title": TITLE,
             "version": "1.0.0",
             "description": (
                 "Manage integrations used by ChargebackStop APIs. Every path also answers "
-                "with a trailing slash. Every error uses the envelope "
-                '`{"errors": [{"code", "message", "field"?}]}`.'
+                "with a trailing slash, and HEAD wherever it answers GET. Every error uses "
+                'the envelope `{"errors": [{"code", "message", "field"?}]}`.'
             ),
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
-        "paths": {
-            "/v1/integrations": {"get": list_op, "post": create_op},
-            "/v1/integrations/{integration_id}": {"get": get_op, "patch": update_op},
-        },
+        "paths": paths,
         "components": {
-            "schemas": schemas,
+            "schemas": {**_schemas(table), "ErrorEnvelope": ENVELOPE_SCHEMA},
             "securitySchemes": {
                 "bearerAuth": {
                     "type": "http",
@@ -240,3 +96,126 @@ def build_openapi() -> dict[str, Any]:
             },
         },
     }
+
+
+def _schemas(table: RouteTable) -> dict[str, Any]:
+    """JSON Schemas of every input model (as validated) and output model (as sent)."""
+    inputs = {op.body for op in table.operations if op.documented and op.body is not None}
+    outputs = {
+        op.success.model
+        for op in table.operations
+        if op.documented and op.success.model is not None
+    }
+    wanted: list[tuple[type[BaseModel], Any]] = [
+        *((model, "validation") for model in sorted(inputs, key=lambda m: m.__name__)),
+        *((model, "serialization") for model in sorted(outputs, key=lambda m: m.__name__)),
+    ]
+    _, defs = models_json_schema(wanted, ref_template=_REF)
+    schemas: dict[str, Any] = dict(defs.get("$defs", {}))
+    # Answers carry exactly the fields their models name, nothing more.
+    input_names = {model.__name__ for model in inputs}
+    for name, schema in schemas.items():
+        if name not in input_names and schema.get("type") == "object":
+            schema["additionalProperties"] = False
+    return schemas
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary}
+    if op.description:
+        out["description"] = op.description
+    if op.tags:
+        out["tags"] = list(op.tags)
+    if op.ability is not None:
+        out["x-ability"] = op.ability
+        out["description"] = (
+            f"{op.description}\n\n" if op.description else ""
+        ) + f"Needs the ability `{op.ability}`."
+    else:
+        out["security"] = []
+    parameters = [
+        {"name": p.name, "in": "query", "schema": p.schema(), "description": p.description}
+        for p in op.query
+    ]
+    if parameters:
+        out["parameters"] = parameters
+    if op.body is not None:
+        media: dict[str, Any] = {"schema": {"$ref": _REF.format(model=op.body.__name__)}}
+        if op.body_examples:
+            media["examples"] = _examples(op.body_examples)
+        out["requestBody"] = {"required": True, "content": {"application/json": media}}
+    out["responses"] = {**_success(op), **_errors(op.raises())}
+    return out
+
+
+def _success(op: Operation) -> dict[str, Any]:
+    success = op.success
+    answer: dict[str, Any] = {"description": success.description}
+    if success.model is not None:
+        media: dict[str, Any] = {"schema": {"$ref": _REF.format(model=success.model.__name__)}}
+        if success.examples:
+            media["examples"] = _examples(success.examples)
+        answer["content"] = {"application/json": media}
+    if success.headers:
+        answer["headers"] = _headers(success.headers)
+    return {str(success.status): answer}
+
+
+def _errors(kinds: tuple[type[ApiError], ...]) -> dict[str, Any]:
+    """One answer per status: the envelope, restricted to the codes of its classes."""
+    by_status: dict[int, list[type[ApiError]]] = {}
+    for kind in kinds:
+        by_status.setdefault(kind.status, []).append(kind)
+    out: dict[str, Any] = {}
+    for status, group in sorted(by_status.items()):
+        codes = sorted({kind.code for kind in group})
+        answer: dict[str, Any] = {
+            "description": " ".join(dict.fromkeys(kind.description for kind in group)),
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "allOf": [{"$ref": _REF.format(model="ErrorEnvelope")}],
+                        "properties": {
+                            "errors": {"items": {"properties": {"code": {"enum": codes}}}}
+                        },
+                    },
+                    "examples": {
+                        kind.code: {"summary": kind.code, "value": envelope(kind.example())}
+                        for kind in group
+                    },
+                }
+            },
+        }
+        headers: dict[str, str] = {}
+        for kind in group:
+            headers.update(kind.documented_headers)
+        if headers:
+            answer["headers"] = _headers(headers)
+        out[str(status)] = answer
+    return out
+
+
+def _not_allowed(item: PathItem, method: str) -> dict[str, Any]:
+    allow = ", ".join(item.allow)
+    return {
+        "operationId": f"{method.lower()}_{_slug(item.template)}_not_allowed",
+        "summary": f"Not allowed: this path accepts {allow}",
+        "tags": ["Method not allowed"],
+        "security": [],
+        "responses": _errors((MethodNotAllowed,)),
+    }
+
+
+def _headers(headers: dict[str, str]) -> dict[str, Any]:
+    return {
+        name: {"description": text, "schema": {"type": "string"}, "required": True}
+        for name, text in headers.items()
+    }
+
+
+def _examples(examples: dict[str, Example]) -> dict[str, Any]:
+    return {name: {"summary": e.summary, "value": e.value} for name, e in examples.items()}
+
+
+def _slug(template: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in template).strip("_")

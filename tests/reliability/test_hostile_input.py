@@ -256,3 +256,45 @@ def test_malformed_http_never_gets_a_5xx_and_the_server_stays_up(real_server: Se
     assert "Traceback" not in log
     assert '"level":"error"' not in log
     print(f"\n[hostile raw] {answers}")
+
+
+def _raw_whole(server: Server, request: bytes) -> bytes:
+    """Send bytes as they are and read the whole answer, until the server closes."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=QUICKLY * 2) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+# Requests uvicorn's HTTP parser refuses before the app sees them (its private
+# `send_400_response`, which cbstop.web.protocol overrides to write the envelope).
+UNPARSABLE: list[tuple[str, bytes]] = [
+    ("NUL in a header value", _request(ITEM.encode(), b"X-Junk: a\x00b")),
+    ("a broken request line", b"GET /v1/integrations HTTP/9\r\nHost: x\r\n\r\n"),
+    ("a bad chunk size", _request(
+        ITEM.encode(), b"Content-Type: application/json", b"Transfer-Encoding: chunked",
+        method=b"PATCH") + b"zz\r\n{}\r\n0\r\n\r\n"),
+]  # fmt: skip
+
+
+@pytest.mark.xdist_group("servers")
+@pytest.mark.parametrize(("name", "request_bytes"), UNPARSABLE, ids=[n for n, _ in UNPARSABLE])
+def test_a_request_the_parser_refuses_gets_the_envelope_from_a_real_server(
+    real_server: Server, name: str, request_bytes: bytes
+) -> None:
+    raw = _raw_whole(real_server, request_bytes)
+
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in header_lines)}
+    assert status_line == "HTTP/1.1 400 Bad Request", (name, raw[:300])
+    assert headers["content-type"] == "application/json"
+    assert int(headers["content-length"]) == len(body)
+    assert headers["connection"] == "close"
+    assert headers["x-request-id"]
+    assert headers["cache-control"] == "no-store"
+    assert httpx.Response(400, content=body).json() == {
+        "errors": [{"code": "MALFORMED_REQUEST", "message": "The request is not valid HTTP"}]
+    }

@@ -1,0 +1,44 @@
+"""What every request of one process shares: settings, the database, keys, metrics."""
+
+from __future__ import annotations
+
+import time
+
+from cbstop.auth.service import Authenticator
+from cbstop.db.database import Database, open_database
+from cbstop.observability.logging import log
+from cbstop.observability.metrics import Metrics
+from cbstop.settings import Settings
+
+
+class AppState:
+    """One process's shared state; `start` and `stop` run at the ASGI lifespan's edges."""
+
+    db: Database
+    authenticator: Authenticator
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.draining = False
+        self.openapi_json = b""
+        self._last_warning = 0.0
+
+    async def start(self) -> None:
+        """Open the database (connections open on demand: a database that is down is fine)."""
+        self.db = await open_database(self.settings.database_url, self.settings)
+        self.authenticator = Authenticator(
+            self.db, self.settings.key_secret, self.settings.key_cache_ttl
+        )
+
+    async def stop(self) -> None:
+        """Close the database."""
+        await self.db.close()
+
+    def warn_unavailable(self, exc: Exception) -> None:
+        """Log database trouble at most once a second, not once per request."""
+        now = time.monotonic()
+        if now - self._last_warning >= 1.0:
+            self._last_warning = now
+            cause = exc.__cause__ or exc
+            log.warning("database unavailable: %s: %s", type(cause).__name__, cause)
