@@ -11,32 +11,33 @@ from __future__ import annotations
 import hmac
 import time
 from dataclasses import dataclass
-from typing import Literal
 
 from cbstop.auth import repository
 from cbstop.auth.keys import MAX_KEY_LENGTH, decode_abilities, hash_key
 from cbstop.db.database import Database
+from cbstop.db.scope import Scope, ScopeKind
 from cbstop.errors import Forbidden, Unauthorised
 
-ScopeKind = Literal["organisation", "partner", "group"]
 # Keys remembered at most; past it the cache starts again (a flood of junk keys cannot grow it).
 CACHE_LIMIT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated key: who owns it, what it may do, and what it can see.
-
-    `scope_kind` is "organisation" (an organisation key: scope_id is the organisation),
-    "partner" (an admin group's key: every organisation of partner scope_id) or "group"
-    (a non-admin group's key: the organisations assigned to group scope_id).
-    """
+    """An authenticated key: who owns it, what it may do, and what it can see (`scope`)."""
 
     key_id: str
     owner: str
     abilities: frozenset[str]
-    scope_kind: ScopeKind
-    scope_id: str
+    scope: Scope
+
+    @property
+    def scope_kind(self) -> ScopeKind:
+        return self.scope.kind
+
+    @property
+    def scope_id(self) -> str:
+        return self.scope.id
 
     def require(self, ability: str) -> None:
         """Raise `Forbidden` unless the key has the ability."""
@@ -52,14 +53,13 @@ def principal_of(record: repository.KeyRecord) -> Principal:
             record.id,
             f"organisation:{record.organisation_id}",
             abilities,
-            "organisation",
-            record.organisation_id,
+            Scope("organisation", record.organisation_id),
         )
     group = record.partner_group_id or ""
     owner = f"partner_group:{group}"
     if record.is_admin and record.partner_id is not None:
-        return Principal(record.id, owner, abilities, "partner", record.partner_id)
-    return Principal(record.id, owner, abilities, "group", group)
+        return Principal(record.id, owner, abilities, Scope("partner", record.partner_id))
+    return Principal(record.id, owner, abilities, Scope("group", group))
 
 
 def bearer_token(header: str | None) -> str | None:

@@ -51,20 +51,18 @@ async def get_integration(db: Database, principal: Principal, integration_id: st
     if not storable(integration_id):
         raise NotFound()
     async with db.connection() as conn:
-        found = await repository.get(conn, principal.scope_kind, principal.scope_id, integration_id)
+        found = await repository.get(conn, scope=principal.scope, integration_id=integration_id)
     if found is None:
         raise NotFound()
     return found
 
 
 async def list_integrations(
-    db: Database, principal: Principal, limit: int, offset: int
+    db: Database, principal: Principal, *, limit: int, offset: int
 ) -> tuple[int, list[Integration]]:
     """(total in scope, one page newest first)."""
     async with db.connection() as conn:
-        return await repository.list_page(
-            conn, principal.scope_kind, principal.scope_id, limit, offset
-        )
+        return await repository.list_page(conn, scope=principal.scope, limit=limit, offset=offset)
 
 
 async def create_integration(
@@ -88,11 +86,11 @@ async def create_integration(
         # Such a merchant cannot exist; the organisation decides between 404 and 422.
         async with db.connection() as conn:
             found = await repository.organisation_in_scope(
-                conn, principal.scope_kind, principal.scope_id, body.organisation_id
+                conn, scope=principal.scope, organisation_id=body.organisation_id
             )
         raise InvalidMerchantIds() if found else NotFound()
     async with db.single_statement_write() as conn:
-        outcome = await repository.create(conn, principal.scope_kind, principal.scope_id, new)
+        outcome = await repository.create(conn, scope=principal.scope, new=new)
     if outcome is CreateOutcome.NO_ORGANISATION:
         raise NotFound()
     if outcome is CreateOutcome.INVALID_MERCHANTS:
@@ -113,12 +111,11 @@ async def update_integration(
     async with db.single_statement_write() as conn:
         found_type, updated = await repository.update(
             conn,
-            principal.scope_kind,
-            principal.scope_id,
-            integration_id,
-            body.name,
-            body.status,
-            CUSTOM_ORDERS,
+            scope=principal.scope,
+            integration_id=integration_id,
+            name=body.name,
+            status=body.status,
+            updatable_type=CUSTOM_ORDERS,
         )
     if found_type is None:
         raise NotFound()
