@@ -12,6 +12,17 @@ life of a connection, and a plan made when a table was small (a new deployment, 
 world) reads it with sequential scans: the benchmark's 1k world, grown to 80k rows by its own
 creates, served GET one at 594 req/s on such plans instead of 13,000. A new connection plans
 against the table's current size.
+
+The accounting, which the tests check with fake connections:
+
+- `size` counts connections open, being opened, and slots handed to a waiter that is about
+  to open one. A slot freed (a connection discarded, a connect failed, an acquirer cancelled)
+  passes straight to the first waiter, so a newcomer cannot take it from under a waiter.
+- A connection that dies while idle (the server restarted, the network cut it) is forgotten
+  the moment asyncpg notices, through its termination listener, and at the latest when an
+  acquirer finds it closed.
+- `close()` and `terminate()` fail every waiter at once with `PoolClosed`; connections in use
+  are closed as they come back.
 """
 
 from __future__ import annotations
@@ -19,8 +30,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -29,9 +41,19 @@ if TYPE_CHECKING:
 else:
     Connection = asyncpg.Connection
 
+# asyncpg.connect, or a stand-in with its signature (the tests' fake connections).
+Connect = Callable[..., Awaitable[Connection]]
+
 
 class PoolTimeout(asyncio.TimeoutError):
     """No connection came free in time."""
+
+
+class PoolClosed(asyncpg.InterfaceError):
+    """The pool was closed: no connection will come."""
+
+    def __init__(self) -> None:
+        super().__init__("the pool is closed")
 
 
 class Pool:
@@ -46,6 +68,7 @@ class Pool:
         command_timeout: float,
         server_settings: dict[str, str],
         max_lifetime: float = 30.0,
+        connect: Connect = asyncpg.connect,
     ) -> None:
         self._url = url
         self._max_size = max_size
@@ -53,11 +76,12 @@ class Pool:
         self._command_timeout = command_timeout
         self._server_settings = server_settings
         self._max_lifetime = max_lifetime
-        self._born: dict[Connection, float] = {}
+        self._connect = connect
+        self._born: dict[Connection, float] = {}  # every open connection, idle or out
         self._idle: list[Connection] = []
         self._out: set[Connection] = set()  # handed out, not yet given back
-        self._size = 0  # open or opening
-        # Each waiter gets a connection, or None meaning "a slot is free: open one".
+        self._size = 0  # open, opening, or a slot handed to a waiter
+        # Each waiter gets a connection, or None meaning "a slot is yours: open one".
         self._waiters: deque[asyncio.Future[Connection | None]] = deque()
         self._closed = False
 
@@ -75,37 +99,51 @@ class Pool:
 
     async def acquire(self, max_wait: float) -> Connection:
         """A connection for one unit of work; `PoolTimeout` after waiting `max_wait` seconds."""
-        while True:
-            while self._idle:
-                conn = self._idle.pop()
-                if not conn.is_closed():
-                    self._out.add(conn)
-                    return conn
-                self._size -= 1
-            if self._closed:
-                raise asyncpg.InterfaceError("the pool is closed")
-            if self._size < self._max_size:
-                conn = await self._open()
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn.is_closed():
                 self._out.add(conn)
                 return conn
-            handed = await self._wait(max_wait)
-            if handed is not None:
-                return handed
+            self._forget(conn)
+        if self._closed:
+            raise PoolClosed()
+        if self._size < self._max_size:
+            self._size += 1
+            return await self._open()
+        handed = await self._wait(max_wait)
+        if handed is None:
+            return await self._open()
+        if self._closed:
+            # Handed over just before the pool closed: no unit of work starts after close().
+            self.discard(handed)
+            raise PoolClosed()
+        return handed
 
     async def _open(self) -> Connection:
-        self._size += 1
+        """Open a connection on a slot already counted in `size`; free the slot on failure."""
+        if self._closed:
+            self._free_slot()
+            raise PoolClosed()
         try:
-            conn: Connection = await asyncpg.connect(
+            conn: Connection = await self._connect(
                 self._url,
                 timeout=self._connect_timeout,
                 command_timeout=self._command_timeout,
                 server_settings=self._server_settings,
             )
         except BaseException:
-            self._size -= 1
-            self._wake_one(None)
+            # Refused, timed out, or the acquirer was cancelled: asyncpg has closed the socket.
+            self._free_slot()
             raise
+        if self._closed:
+            with suppress(Exception):
+                conn.terminate()
+            self._free_slot()
+            raise PoolClosed()
         self._born[conn] = time.monotonic()
+        self._out.add(conn)
+        conn.add_termination_listener(self._terminated)
         return conn
 
     async def _wait(self, max_wait: float) -> Connection | None:
@@ -115,13 +153,13 @@ class Pool:
             async with asyncio.timeout(max_wait):
                 return await waiter
         except BaseException as exc:
-            if waiter.done() and not waiter.cancelled():
-                # Handed something at the moment we gave up: pass it on.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                # Handed a connection or a slot at the moment we gave up: pass it on.
                 handed = waiter.result()
-                if handed is not None:
-                    self.release(handed)
+                if handed is None:
+                    self._free_slot()
                 else:
-                    self._wake_one(None)
+                    self.release(handed)
             else:
                 with suppress(ValueError):
                     self._waiters.remove(waiter)
@@ -129,16 +167,33 @@ class Pool:
                 raise PoolTimeout() from None
             raise
 
-    def _wake_one(self, handed: Connection | None) -> bool:
-        """Hand a connection (it stays out) or a free slot to the first live waiter."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
+    def _next_waiter(self) -> asyncio.Future[Connection | None] | None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
             if not waiter.done():
-                waiter.set_result(handed)
-                return True
-        if handed is not None:
-            self._out.discard(handed)
-        return False
+                return waiter
+        return None
+
+    def _free_slot(self) -> None:
+        """A slot came free: it passes to the first waiter, which opens a connection on it."""
+        waiter = self._next_waiter()
+        if waiter is None:
+            self._size -= 1
+        else:
+            waiter.set_result(None)
+
+    def _forget(self, conn: Connection) -> None:
+        """Drop a dead connection already taken off the idle list."""
+        del self._born[conn]
+        self._free_slot()
+
+    def _terminated(self, conn: Any) -> None:
+        """asyncpg's termination listener: a connection closed, by us or by its peer."""
+        # Ours (discarded, closed, retired) are no longer idle; only a death while idle is news.
+        if conn in self._idle:
+            self._idle.remove(conn)
+            self._forget(conn)
 
     def release(self, conn: Connection) -> None:
         """Give a connection back after a unit of work (again: a no-op)."""
@@ -148,12 +203,17 @@ class Pool:
             conn.is_closed()
             or conn.is_in_transaction()
             or self._closed
-            or time.monotonic() - self._born.get(conn, 0.0) > self._max_lifetime
+            or time.monotonic() - self._born[conn] > self._max_lifetime
         ):
             self.discard(conn)
             return
-        if not self._wake_one(conn):
-            self._idle.append(conn)
+        if self._waiters:
+            waiter = self._next_waiter()
+            if waiter is not None:
+                waiter.set_result(conn)  # it stays out: the waiter holds it now
+                return
+        self._out.discard(conn)
+        self._idle.append(conn)
 
     def discard(self, conn: Connection) -> None:
         """Close a connection that must not be reused (failed, or left mid-transaction).
@@ -162,29 +222,43 @@ class Pool:
         if conn not in self._out:
             return
         self._out.discard(conn)
-        self._born.pop(conn, None)
+        del self._born[conn]
         with suppress(Exception):
             conn.terminate()
-        self._size -= 1
-        self._wake_one(None)
+        self._free_slot()
 
-    async def close(self) -> None:
-        """Close every idle connection; those in use are closed as they come back."""
+    def _shut(self) -> list[Connection]:
+        """Mark the pool closed, fail every waiter now, and take the idle connections."""
         self._closed = True
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(PoolClosed())
         idle, self._idle = self._idle, []
         for conn in idle:
-            self._size -= 1
-            with suppress(Exception):
-                await asyncio.wait_for(conn.close(), timeout=2)
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(asyncpg.InterfaceError("the pool is closed"))
+            del self._born[conn]
+        self._size -= len(idle)
+        return idle
+
+    async def close(self) -> None:
+        """Fail every waiter, close the idle connections; those in use close as they come back."""
+        idle = self._shut()
+        try:
+            await asyncio.gather(*(self._close_one(conn) for conn in idle))
+        finally:
+            # Cancelled (the caller's deadline): what did not close in time is cut.
+            for conn in idle:
+                if not conn.is_closed():
+                    with suppress(Exception):
+                        conn.terminate()
+
+    @staticmethod
+    async def _close_one(conn: Connection) -> None:
+        with suppress(Exception):
+            await conn.close(timeout=2)
 
     def terminate(self) -> None:
-        """Close every idle connection at once."""
-        self._closed = True
-        for conn in self._idle:
-            conn.terminate()
-        self._size -= len(self._idle)
-        self._idle = []
+        """Fail every waiter and cut every idle connection, at once."""
+        for conn in self._shut():
+            with suppress(Exception):
+                conn.terminate()
