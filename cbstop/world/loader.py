@@ -27,7 +27,7 @@ from cbstop.world.errors import WorldError
 from cbstop.world.progress import Reporter
 from cbstop.world.schema import World
 
-__all__ = ["LARGE", "LoadSummary", "WorldError", "load_world", "load_world_file"]
+__all__ = ["LoadSummary", "WorldError", "load_world", "load_world_file"]
 
 # Past this many rows a load shows a progress bar, writes a table with its foreign keys
 # checked once afterwards, and refreshes the planner's statistics.

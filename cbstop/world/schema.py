@@ -1,7 +1,7 @@
 """The world file's shape: strict models, so a typo or a wrong type is refused, not guessed at.
 
 Only the shape of each entry is checked here; references between entries (and to rows already
-in the database) are checked by the loader, in bulk.
+in the database) are checked in `checks.py`, against rows fetched in bulk.
 """
 
 from __future__ import annotations
