@@ -2,6 +2,10 @@
 
 On SIGTERM (or Ctrl-C) a worker at once answers `/readyz` with 503, stops accepting
 connections, lets requests in flight finish for up to `drain_timeout` seconds, and exits 0.
+
+uvicorn's private names used here (bounded in pyproject.toml, checked by tests/test_hooks.py):
+`Server._captured_signals`, and `multiprocess.Process`, `multiprocess.Server`,
+`Process.target` of its supervisor.
 """
 
 from __future__ import annotations
@@ -59,6 +63,20 @@ class DrainingServer(uvicorn.Server):
         self._captured_signals.clear()
 
 
+class DrainingProcess(multiprocess.Process):
+    """One worker of uvicorn's supervisor, serving with a DrainingServer.
+
+    A worker is a spawned interpreter: it unpickles this object (importing this module), then
+    builds its server by `multiprocess.Server`. Swapped in the supervisor, that name would never
+    reach a worker (they would run plain uvicorn: readiness never off, exit -15); it is swapped
+    here, in the worker, before the server is built.
+    """
+
+    def target(self, sockets: list[socket.socket] | None = None) -> None:
+        multiprocess.Server = DrainingServer  # type: ignore[attr-defined]
+        super().target(sockets)
+
+
 class DrainingMultiprocess(Multiprocess):
     """uvicorn's supervisor, passing SIGTERM/SIGINT on to the workers the moment it arrives.
 
@@ -101,8 +119,8 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None
         timeout_keep_alive=5,
     )
     if workers > 1:
-        # uvicorn's supervisor builds each worker's Server by this module-level name.
-        multiprocess.Server = DrainingServer  # type: ignore[attr-defined]
+        # uvicorn's supervisor makes each worker by this module-level name.
+        multiprocess.Process = DrainingProcess  # type: ignore[misc]
         DrainingMultiprocess(config, sockets=[config.bind_socket()]).run()
     else:
         DrainingServer(config).run()

@@ -1,11 +1,17 @@
 """SIGTERM under load: readiness turns 503 at once, requests in flight complete, the process
-exits 0 within the drain timeout, and no request the server accepted fails."""
+exits 0 within the drain timeout, and no request the server accepted fails.
+
+These guard uvicorn's private names that cbstop/server.py uses (bounded in pyproject.toml):
+`Server._captured_signals` (exit 0, not -15) and the supervisor's `multiprocess.Process`,
+`multiprocess.Server` and `Process.target` (every worker drains).
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -20,7 +26,7 @@ import uvicorn
 from cbstop.world.loader import load_world
 from tests.conftest import _require_postgres
 from tests.integrations.helpers import secret, world
-from tests.reliability.processes import Server
+from tests.reliability.processes import Server, envelope_code
 from tests.support import TEST_KEY_SECRET, DatabaseMaker
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("servers")]
@@ -230,3 +236,110 @@ def test_sigterm_turns_readiness_off_before_anything_else() -> None:
     assert state.draining
     assert server.should_exit
     assert not server._captured_signals  # exits 0 instead of dying of the re-raised signal
+
+
+class Pipelined:
+    """One raw HTTP/1.1 connection, for sending requests back to back (pipelined)."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=30)
+        self.file = self.sock.makefile("rb")
+
+    def send(self, *requests: httpx.Request) -> None:
+        """Write the requests in one go, without waiting for an answer."""
+        raw = b""
+        for request in requests:
+            target = request.url.raw_path.decode()
+            head = [f"{request.method} {target} HTTP/1.1", f"Host: {request.url.netloc.decode()}"]
+            head += [f"{k}: {v}" for k, v in request.headers.items() if k.lower() != "host"]
+            raw += ("\r\n".join(head) + "\r\n\r\n").encode() + request.read()
+        self.sock.sendall(raw)
+
+    def answer(self) -> httpx.Response:
+        """The next answer on the connection."""
+        status = int(self.file.readline().split()[1])
+        headers: list[tuple[str, str]] = []
+        while line := self.file.readline().rstrip(b"\r\n"):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers.append((name.strip(), value.strip()))
+        length = int(httpx.Headers(headers)["content-length"])
+        return httpx.Response(status, headers=headers, content=self.file.read(length))
+
+    def closed(self) -> bool:
+        """Whether the server has closed the connection (nothing more to read)."""
+        return self.file.read(1) == b""
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def _worker(response: httpx.Response) -> str:
+    """Which worker answered: request ids it issues start with its own prefix."""
+    return response.headers["x-request-id"].rsplit("-", 1)[0]
+
+
+def test_sigterm_turns_every_workers_readiness_off_while_its_request_finishes(
+    drain_url: str,
+) -> None:
+    """With --workers 2, a readiness probe each worker takes up after SIGTERM hears 503.
+
+    Each worker holds a PATCH stuck behind a row lock, with a `/readyz` pipelined behind it
+    on the same connection: the worker starts the probe only once the PATCH is answered,
+    after SIGTERM. A worker running plain uvicorn (the supervisor's hook lost) answers 200.
+    """
+    key = secret(world("matrix"), "key_org_a1")
+    env = {"CBSTOP_DRAIN_TIMEOUT": str(DRAIN_TIMEOUT), "CBSTOP_STATEMENT_TIMEOUT": "20"}
+    server = Server(drain_url, workers=2, env=env)
+    server.start()
+    opened: list[Pipelined] = []
+    try:
+        server.wait_ready()
+        # A connection to each worker (the second may still be starting when the first is
+        # ready; the kernel hands each new connection to whichever worker accepts first).
+        per_worker: dict[str, Pipelined] = {}
+        probe = httpx.Request("GET", f"{server.url}/healthz")
+        deadline = time.monotonic() + 30
+        while len(per_worker) < 2 and time.monotonic() < deadline:
+            connection = Pipelined(server.url)
+            opened.append(connection)
+            connection.send(probe)
+            per_worker.setdefault(_worker(connection.answer()), connection)
+            time.sleep(0.01)
+        assert len(per_worker) == 2, f"{len(opened)} connections all went to one worker"
+        patch = httpx.Request(
+            "PATCH",
+            f"{server.url}/v1/integrations/int_a1_orders",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"name": "drained"},
+        )
+        readyz = httpx.Request("GET", f"{server.url}/readyz")
+        with psycopg.connect(drain_url) as side:
+            side.execute("SELECT 1 FROM integrations WHERE id = 'int_a1_orders' FOR UPDATE")
+            for connection in per_worker.values():
+                connection.send(patch, readyz)
+            deadline = time.monotonic() + 10
+            while _waiting_on_locks(drain_url) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _waiting_on_locks(drain_url) == 2
+            server.signal(signal.SIGTERM)
+            time.sleep(HELD)
+            side.rollback()  # the stuck requests can now finish, inside the drain
+        answers = {w: (c.answer(), c.answer(), c.closed()) for w, c in per_worker.items()}
+        code = server.wait(timeout=DRAIN_TIMEOUT + 5)
+    finally:
+        for connection in opened:
+            connection.close()
+        server.stop()
+        output = server.output
+        server.cleanup()
+    for worker, (patched, probed, closed) in answers.items():
+        assert (patched.status_code, _worker(patched)) == (200, worker), patched.text
+        assert (probed.status_code, envelope_code(probed), _worker(probed)) == (
+            503,
+            "SERVICE_UNAVAILABLE",
+            worker,
+        ), probed.text
+        assert closed  # and the worker closed the connection, draining
+    assert code == 0, output[-3000:]
