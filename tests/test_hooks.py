@@ -1,0 +1,80 @@
+"""The private names of uvicorn and typer that cbstop relies on are still there, as used.
+
+pyproject.toml bounds both libraries below their next minor release. Raising a bound is
+this file, plus the behaviour tests named beside the bound, passing on the new version; a
+failure here names the hook that moved.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from importlib.metadata import version
+
+import pytest
+from typer._click import exceptions as click_errors
+from uvicorn import server as uvicorn_server
+from uvicorn.config import Config
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import multiprocess
+
+from cbstop import cli
+from cbstop.server import DrainingProcess, DrainingServer
+from cbstop.web.protocol import EnvelopeH11Protocol, EnvelopeHttpToolsProtocol
+
+UVICORN = f"uvicorn {version('uvicorn')}"
+TYPER = f"typer {version('typer')}"
+
+
+def _parameters(function: Callable[..., object]) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+@pytest.mark.parametrize(
+    ("theirs", "ours", "caller"),
+    [
+        (HttpToolsProtocol, EnvelopeHttpToolsProtocol, "data_received"),
+        (H11Protocol, EnvelopeH11Protocol, "handle_events"),
+    ],
+)
+def test_uvicorns_parser_still_answers_a_refused_request_with_send_400_response(
+    theirs: type[HttpToolsProtocol | H11Protocol], ours: type, caller: str
+) -> None:
+    assert _parameters(theirs.send_400_response) == ["self", "msg"], UVICORN
+    assert "self.send_400_response(" in inspect.getsource(getattr(theirs, caller)), UVICORN
+    assert "send_400_response" in vars(ours)
+
+
+def test_uvicorns_server_still_re_raises_the_signals_in_captured_signals() -> None:
+    server = DrainingServer(Config(app=lambda *_: None))
+    assert server._captured_signals == [], UVICORN
+    assert "self._captured_signals" in inspect.getsource(uvicorn_server.Server.capture_signals)
+    assert _parameters(uvicorn_server.Server.handle_exit) == ["self", "sig", "frame"], UVICORN
+
+
+def test_uvicorns_supervisor_still_makes_workers_by_its_module_level_names() -> None:
+    # It makes each worker by the name `Process`, and the worker's server by `Server`,
+    # looked up in the module at the time.
+    assert multiprocess.Process.__module__ == multiprocess.__name__, UVICORN
+    assert vars(multiprocess)["Server"] is uvicorn_server.Server, UVICORN
+    made = inspect.getsource(multiprocess.Multiprocess)
+    assert made.count("Process(self.config, self.sockets)") >= 2, UVICORN
+    builds = inspect.getsource(multiprocess.Process)
+    assert "Server(config=self.config)" in builds, UVICORN
+    # A worker's entry point is `target(sockets)`, what DrainingProcess overrides.
+    assert _parameters(multiprocess.Process.target) == ["self", "sockets"], UVICORN
+    assert "self.server.run(" in inspect.getsource(multiprocess.Process.target), UVICORN
+    assert issubclass(DrainingProcess, multiprocess.Process)
+    assert callable(multiprocess.Multiprocess.terminate_all), UVICORN
+
+
+def test_typer_still_raises_its_vendored_click_exceptions() -> None:
+    assert issubclass(click_errors.NoArgsIsHelpError, click_errors.UsageError), TYPER
+    assert issubclass(click_errors.UsageError, click_errors.ClickException), TYPER
+    with pytest.raises(click_errors.NoArgsIsHelpError):
+        cli.app([], prog_name="cbstop", standalone_mode=False)
+    with pytest.raises(click_errors.UsageError) as mistake:
+        cli.app(["bogus"], prog_name="cbstop", standalone_mode=False)
+    assert mistake.value.ctx is not None, TYPER
+    assert (mistake.value.exit_code, mistake.value.ctx.command_path) == (2, "cbstop"), TYPER
