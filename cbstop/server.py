@@ -3,6 +3,9 @@
 On SIGTERM (or Ctrl-C) a worker at once answers `/readyz` with 503, stops accepting
 connections, lets requests in flight finish for up to `drain_timeout` seconds, and exits 0.
 
+Every worker runs on the one `Settings` object `serve` was given, handed down whole as JSON
+in `CBSTOP_WORKER_SETTINGS` (workers are fresh interpreters, spawned, not forked).
+
 uvicorn's private names used here (bounded in pyproject.toml, checked by tests/test_hooks.py):
 `Server._captured_signals`, and `multiprocess.Process`, `multiprocess.Server`,
 `Process.target` of its supervisor.
@@ -25,6 +28,8 @@ from cbstop.observability import logging as obs_logging
 from cbstop.settings import PLACEHOLDER_KEY_SECRET, Settings
 from cbstop.web.protocol import EnvelopeHttpToolsProtocol
 
+WORKER_SETTINGS = "CBSTOP_WORKER_SETTINGS"
+
 _states: list[AppState] = []
 
 
@@ -44,9 +49,9 @@ def check_settings(settings: Settings) -> None:
 
 
 def app_factory() -> Any:
-    """The app of one worker, from the environment `serve` prepared."""
+    """The app of one worker, on the settings `serve` handed down."""
     obs_logging.configure()
-    app = create_app(Settings())
+    app = create_app(Settings.model_validate_json(os.environ[WORKER_SETTINGS]))
     _states.append(app.state)
     return app
 
@@ -98,11 +103,6 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None
     """Apply pending migrations, then serve until told to stop."""
     check_settings(settings)
     migrate(settings.database_url)
-    # Workers build their settings from the environment: hand ours down.
-    os.environ["CBSTOP_DATABASE_URL"] = settings.database_url
-    os.environ["CBSTOP_KEY_SECRET"] = settings.key_secret
-    os.environ["CBSTOP_ACCESS_LOG"] = "true" if settings.access_log else "false"
-    os.environ["CBSTOP_DRAIN_TIMEOUT"] = str(settings.drain_timeout)
     config = uvicorn.Config(
         "cbstop.server:app_factory",
         factory=True,
@@ -118,9 +118,15 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None
         timeout_graceful_shutdown=int(settings.drain_timeout) or 1,
         timeout_keep_alive=5,
     )
-    if workers > 1:
-        # uvicorn's supervisor makes each worker by this module-level name.
-        multiprocess.Process = DrainingProcess  # type: ignore[misc]
-        DrainingMultiprocess(config, sockets=[config.bind_socket()]).run()
-    else:
-        DrainingServer(config).run()
+    # The whole object, not variable by variable: every field reaches every worker, and since
+    # every field is in it, no stray CBSTOP_ variable in a worker's environment overrides one.
+    os.environ[WORKER_SETTINGS] = settings.model_dump_json()
+    try:
+        if workers > 1:
+            # uvicorn's supervisor makes each worker by this module-level name.
+            multiprocess.Process = DrainingProcess  # type: ignore[misc]
+            DrainingMultiprocess(config, sockets=[config.bind_socket()]).run()
+        else:
+            DrainingServer(config).run()
+    finally:
+        del os.environ[WORKER_SETTINGS]
