@@ -66,9 +66,7 @@ class PostgresConnection:
     async def bulk_insert(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
-        await self._conn.copy_records_to_table(
-            table, records=[tuple(r) for r in rows], columns=list(columns)
-        )
+        await self._conn.copy_records_to_table(table, records=rows, columns=columns)
 
 
 class PostgresDatabase:
