@@ -135,7 +135,7 @@ class ValidationFailed(ApiError):
     description = "The request does not fit the schema: one entry per problem, with `field`."
     example_field = "name"
 
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
+    def __init__(self, problems: list[tuple[str | None, str]]) -> None:
         super().__init__(entries=[ErrorEntry(self.code, m, f) for f, m in problems])
 
 

@@ -23,7 +23,9 @@ from cbstop.web.routing import Call, IntParam, Operation, Success
 COLLECTION = "/v1/integrations"
 ITEM = "/v1/integrations/{integration_id}"
 LIMIT = IntParam("limit", "Number of results per page.", default=20, minimum=1, maximum=100)
-OFFSET = IntParam("offset", "Number of results to skip.", default=0, minimum=0)
+# Past the end of any scope by far, and with any limit still inside a 64-bit integer, which
+# is what both databases' OFFSET takes.
+OFFSET = IntParam("offset", "Number of results to skip.", default=0, minimum=0, maximum=10**18)
 _ID = {"integration_id": "Integration ID."}
 _TAGS = ("Integrations",)
 

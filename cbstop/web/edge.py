@@ -12,20 +12,27 @@ from __future__ import annotations
 
 import time
 
-from cbstop.errors import ApiError, InternalError, MethodNotAllowed, NotFound
+from cbstop.errors import (
+    ApiError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    Unauthorised,
+)
 from cbstop.observability import logging as obs_logging
 from cbstop.observability.logging import log
 from cbstop.web.errors import render
 from cbstop.web.http import (
     Receive,
+    Repeated,
     Response,
     Scope,
     Send,
     common_headers,
-    header,
     parse_body,
     read_json_object,
     request_id,
+    sole_header,
 )
 from cbstop.web.routing import Call, Operation, RouteTable, parse_query
 from cbstop.web.state import AppState
@@ -87,9 +94,10 @@ class Edge:
         """The operation's checks, then its handler; any error as the envelope."""
         try:
             if op.ability is not None:
-                principal = await self.state.authenticator.authenticate(
-                    header(call.scope, b"authorization")
-                )
+                authorization = sole_header(call.scope, b"authorization")
+                if isinstance(authorization, Repeated):
+                    raise Unauthorised()
+                principal = await self.state.authenticator.authenticate(authorization)
                 call.principal_ = principal
                 principal.require(op.ability)
             if op.query:

@@ -26,6 +26,9 @@ Send = Callable[[Message], Awaitable[None]]
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 MAX_BODY = 1024 * 1024
+# Problems listed in one VALIDATION_ERROR answer; past it, one entry says how many more. A
+# 1 MiB body of 110,000 unknown keys once made 110,004 entries (8.3 MB) and 0.65 s of work.
+MAX_PROBLEMS = 100
 # Integers longer than this are kept as text: no JSON field here is an integer, and Python
 # refuses to parse more than 4300 digits.
 _MAX_INT_DIGITS = 100
@@ -77,6 +80,28 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+class Repeated:
+    """A header given more than once where it must be given once: ambiguous, so refused."""
+
+
+REPEATED = Repeated()
+
+
+def sole_header(scope: Scope, name: bytes) -> str | Repeated | None:
+    """A header that must appear at most once: its value, None, or `REPEATED`.
+
+    Two `Authorization` or `Content-Type` headers are ambiguous (a proxy may act on one and
+    this service on the other), so the edge refuses them instead of picking either.
+    """
+    found: str | Repeated | None = None
+    for key, value in scope["headers"]:
+        if key == name:
+            if found is not None:
+                return REPEATED
+            found = str(value.decode("latin-1"))
+    return found
+
+
 def request_id(scope: Scope) -> str:
     """The client's X-Request-Id if it is sane, else a new one."""
     given = header(scope, b"x-request-id")
@@ -114,10 +139,7 @@ _DECODER = json.JSONDecoder(
 
 async def read_json_object(scope: Scope, receive: Receive) -> dict[str, Any]:
     """The body as a JSON object, after the content type and size checks."""
-    content_type = header(scope, b"content-type")
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media != "application/json":
-        raise UnsupportedMediaType()
+    check_media_type(scope)
     length = header(scope, b"content-length")
     if length is not None and length.strip().isdigit() and int(length) > MAX_BODY:
         raise PayloadTooLarge()
@@ -137,6 +159,31 @@ async def read_json_object(scope: Scope, receive: Receive) -> dict[str, Any]:
     return parse_json_object(b"".join(chunks))
 
 
+def check_media_type(scope: Scope) -> None:
+    """`UnsupportedMediaType` unless the body is JSON in UTF-8, sent as is.
+
+    Only `application/json` is read, with no `charset` parameter or `charset=utf-8` (any other
+    charset would be parsed as UTF-8 and mean something else), and no content coding: a body
+    in `gzip` or `br` is not decoded here, so it is refused rather than misread.
+    """
+    content_type = sole_header(scope, b"content-type")
+    if not isinstance(content_type, str):
+        raise UnsupportedMediaType()
+    media, *parameters = content_type.split(";")
+    if media.strip().lower() != "application/json":
+        raise UnsupportedMediaType()
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            raise UnsupportedMediaType("The request body must be JSON in UTF-8")
+    for key, value in scope["headers"]:
+        if key == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+            raise UnsupportedMediaType("Content-Encoding is not supported; send the body as is")
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """Strict JSON (UTF-8, no repeated keys, no NaN), and an object."""
     try:
@@ -154,16 +201,29 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
 
 
 def parse_body(model: type[ModelT], body: dict[str, Any]) -> ModelT:
-    """The body as the operation's input model, or `VALIDATION_ERROR` per problem."""
+    """The body as the operation's input model, or `VALIDATION_ERROR` per problem.
+
+    Every unknown key is a problem of its own, so a body of many unknown keys is cut to the
+    first `MAX_PROBLEMS` of them before validation: the answer is the same (it lists at most
+    that many) and the work no longer grows with the number of keys.
+    """
+    unlisted = 0
+    fields = model.model_fields
+    unknown = [key for key in body if key not in fields]
+    if len(unknown) > MAX_PROBLEMS:
+        unlisted = len(unknown) - MAX_PROBLEMS
+        dropped = set(unknown[MAX_PROBLEMS:])
+        body = {key: value for key, value in body.items() if key not in dropped}
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise problems(exc) from None
+        raise problems(exc, unlisted) from None
 
 
-def problems(exc: ValidationError) -> ValidationFailed:
-    """One VALIDATION_ERROR entry per problem, with the dotted field path."""
-    found: list[tuple[str, str]] = []
+def problems(exc: ValidationError, unlisted: int = 0) -> ValidationFailed:
+    """One VALIDATION_ERROR entry per problem, with the dotted field path: at most
+    `MAX_PROBLEMS`, then one entry (without `field`) that says how many more there are."""
+    found: list[tuple[str | None, str]] = []
     for error in exc.errors(include_url=False, include_input=False):
         path = ".".join(str(p) for p in error["loc"])
         if error["type"] == "extra_forbidden":
@@ -173,4 +233,8 @@ def problems(exc: ValidationError) -> ValidationFailed:
         else:
             message = error["msg"].removeprefix("Value error, ")
         found.append((path, message))
+    more = len(found) - MAX_PROBLEMS + unlisted
+    if more > 0:
+        found = found[:MAX_PROBLEMS]
+        found.append((None, f"{more} more problems are not listed"))
     return ValidationFailed(found)
