@@ -10,6 +10,7 @@ It also runs the ASGI lifespan (open the database on startup, close it on shutdo
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from cbstop.errors import (
@@ -17,6 +18,7 @@ from cbstop.errors import (
     InternalError,
     MethodNotAllowed,
     NotFound,
+    ServiceUnavailable,
     Unauthorised,
 )
 from cbstop.observability import logging as obs_logging
@@ -74,7 +76,12 @@ class Edge:
                 response = render(MethodNotAllowed(item.allow))
             else:
                 call = Call(state, scope, receive, rid, params)
-                response = await self._run(op, call)
+                try:
+                    response = await self._run(op, call)
+                except asyncio.CancelledError:
+                    if not state.draining:
+                        raise
+                    response = _cut_short(op)
         await _send(send, response, rid, head=method == "HEAD")
         duration = time.perf_counter() - start
         state.metrics.observe(method, route, response.status, duration)
@@ -128,6 +135,19 @@ class Edge:
                 await self.state.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _cut_short(op: Operation) -> Response:
+    """The answer to a request the drain timeout cancelled: 503 in the envelope, and the
+    connection closed, rather than uvicorn's plain-text 500 and a traceback per request.
+
+    A transaction it had open rolls back; a write already at the database may still have
+    taken effect, as with any answer lost in transit.
+    """
+    log.warning("%s %s cut short: the drain timeout expired", op.method, op.path)
+    response = render(ServiceUnavailable())
+    response.headers.append((b"connection", b"close"))
+    return response
 
 
 async def _send(send: Send, response: Response, rid: str, *, head: bool = False) -> None:

@@ -12,10 +12,12 @@ import itertools
 import json
 import signal
 import socket
+import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -23,17 +25,19 @@ import psycopg
 import pytest
 import uvicorn
 
+from cbstop.db.database import sqlite_path
 from cbstop.world.loader import load_world
 from tests.conftest import _require_postgres
 from tests.integrations.helpers import secret, world
 from tests.reliability.processes import Server, envelope_code
-from tests.support import TEST_KEY_SECRET, DatabaseMaker
+from tests.support import TEST_KEY_SECRET, DatabaseMaker, snapshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("servers")]
 
 DRAIN_TIMEOUT = 6.0
 IN_FLIGHT = 4  # PATCHes stuck behind a row lock when SIGTERM arrives
 HELD = 1.0  # seconds the row lock outlives SIGTERM
+ONE = "/v1/integrations/int_a1_orders"
 
 
 @dataclass
@@ -343,3 +347,83 @@ def test_sigterm_turns_every_workers_readiness_off_while_its_request_finishes(
         ), probed.text
         assert closed  # and the worker closed the connection, draining
     assert code == 0, output[-3000:]
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def stuck_url(request: pytest.FixtureRequest, database_maker: DatabaseMaker) -> Iterator[str]:
+    if request.param == "postgresql":
+        _require_postgres()
+    with database_maker.database(request.param) as url:
+        load_world(url, world("matrix"), key_secret=TEST_KEY_SECRET)
+        yield url
+
+
+@contextmanager
+def _write_lock_held(url: str) -> Iterator[None]:
+    """Another session holds what a PATCH of int_a1_orders needs until the block ends: the
+    row's lock on PostgreSQL, the file's write lock on SQLite."""
+    if url.startswith("postgresql"):
+        with psycopg.connect(url) as side:
+            side.execute("SELECT 1 FROM integrations WHERE id = 'int_a1_orders' FOR UPDATE")
+            yield
+            side.rollback()
+    else:
+        side = sqlite3.connect(sqlite_path(url), isolation_level=None, timeout=0)
+        try:
+            side.execute("BEGIN IMMEDIATE")
+            yield
+            side.execute("ROLLBACK")
+        finally:
+            side.close()
+
+
+def test_a_request_still_running_when_the_drain_timeout_expires_gets_503_in_the_envelope(
+    stuck_url: str,
+) -> None:
+    """Not uvicorn's plain-text 500 without `X-Request-Id`, and no traceback in the log."""
+    key = secret(world("matrix"), "key_org_a1")
+    env = {"CBSTOP_DRAIN_TIMEOUT": "1", "CBSTOP_STATEMENT_TIMEOUT": "30"}
+    server = Server(stuck_url, env=env)
+    server.start()
+    try:
+        server.wait_ready()
+        before = snapshot(stuck_url)
+        answers: list[httpx.Response | str] = []
+
+        def patch() -> None:
+            headers = {"Authorization": f"Bearer {key}", "X-Request-Id": "stuck-patch"}
+            with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
+                try:
+                    answers.append(client.patch(ONE, json={"name": "never"}))
+                except httpx.HTTPError as exc:
+                    answers.append(type(exc).__name__)
+
+        with _write_lock_held(stuck_url):
+            stuck = threading.Thread(target=patch)
+            stuck.start()
+            time.sleep(1.0)  # the PATCH is waiting for the lock
+            assert not answers, answers
+            terminated = time.monotonic()
+            server.signal(signal.SIGTERM)
+            stuck.join(timeout=20)
+            answered = time.monotonic() - terminated
+            code = server.wait(timeout=20)
+        after = snapshot(stuck_url)
+    finally:
+        server.stop()
+        stderr = server.stderr
+        server.cleanup()
+
+    print(f"\n[drain timeout] answered {answered:.2f}s after SIGTERM: {answers}")
+    assert len(answers) == 1 and isinstance(answers[0], httpx.Response), answers
+    answer = answers[0]
+    assert answer.status_code == 503, answer.text
+    assert envelope_code(answer) == "SERVICE_UNAVAILABLE"
+    assert answer.headers["x-request-id"] == "stuck-patch"
+    assert answer.headers["retry-after"] == "1"
+    assert answer.headers["connection"] == "close"
+    assert answered < 5, answered
+    assert code == 0, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert "cut short: the drain timeout expired" in stderr
+    assert after == before
