@@ -80,7 +80,9 @@ class InternalError(ApiError):
 
 class Unauthorised(ApiError):
     status, code, message = 401, "UNAUTHORISED", "Unauthorised"
-    description = "Missing, malformed, unknown or revoked API key."
+    description = (
+        "Missing, malformed, unknown or revoked API key, or more than one `Authorization`."
+    )
     documented_headers = {"WWW-Authenticate": "Always `Bearer`."}
 
     def __init__(self) -> None:
@@ -127,7 +129,11 @@ class UnsupportedMediaType(ApiError):
         "UNSUPPORTED_MEDIA_TYPE",
         "The request body must be application/json",
     )
-    description = "The body is not `application/json`."
+    description = (
+        "The body is not `application/json` in UTF-8 sent as is: another media type, a "
+        "`charset` other than UTF-8, a `Content-Encoding` other than `identity`, or a "
+        "repeated `Content-Type`."
+    )
 
 
 class ValidationFailed(ApiError):
