@@ -1,8 +1,19 @@
 """SQLite through the standard library, for the embedded default and the demo.
 
-One connection per process, driven from one worker thread so the event loop never blocks on
-the file; an asyncio lock makes each unit of work a whole transaction. WAL mode and a busy
-timeout let several processes (`--workers N`) share the file.
+Two connections per process, each driven from its own worker thread so the event loop never
+blocks on the file: one for reads, one for writes. An asyncio lock per connection makes each
+unit of work a whole transaction. WAL mode lets the reads go on while a write waits for the
+file's write lock, which another process (`--workers N`, a `cbstop load`) may hold for
+seconds: with one connection and one thread, a write waiting in SQLite's busy handler held
+up every request of its process, `/readyz` included, for the 10 s of the busy timeout.
+
+The writer waits for the lock without holding its thread either: `BEGIN IMMEDIATE` is tried
+with a short busy timeout (`LOCK_SLICE`), and between tries the unit of work is back on the
+event loop, where it can be cancelled (the drain timeout), until `LOCK_WAIT`; then 503.
+
+Errors are classified by SQLite's result code (`unavailable`): busy, locked, I/O, full,
+read-only file, corrupt are the database failing (503); a syntax error or a missing table
+(SQLITE_ERROR) is a defect (500).
 """
 
 from __future__ import annotations
@@ -10,10 +21,9 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -23,6 +33,22 @@ from cbstop.errors import ServiceUnavailable
 T = TypeVar("T")
 _PARAM = re.compile(r"\$(\d+)")
 
+LOCK_WAIT = 10.0  # seconds a write waits for another process's write lock before 503
+LOCK_SLICE_MS = 20  # each try's busy timeout: the writer thread is never held longer
+READ_BUSY_MS = 1000  # a read waits only on a checkpoint or recovery, rare and short in WAL
+
+SQLITE_BUSY = 5
+# Primary result codes that are the database failing, not the statement: busy, locked,
+# out of memory, read-only file, interrupted, I/O error, corrupt, full, cannot open,
+# lock protocol, not a database.
+UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 26})
+
+
+def unavailable(exc: sqlite3.Error) -> bool:
+    """Whether a SQLite error is the database failing (503), not a defect of ours (500)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in UNAVAILABLE_CODES
+
 
 @lru_cache(maxsize=512)
 def to_sqlite(sql: str) -> str:
@@ -30,30 +56,93 @@ def to_sqlite(sql: str) -> str:
     return _PARAM.sub(r"?\1", sql)
 
 
-def connect(path: str) -> sqlite3.Connection:
+def connect(path: str, *, busy_timeout_ms: int = 10000) -> sqlite3.Connection:
     """A connection with the settings every user of the file needs."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+    )
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=10000")
     return conn
 
 
+class Lane:
+    """One connection on its own thread, used by one unit of work at a time."""
+
+    def __init__(self, path: str, name: str, busy_timeout_ms: int) -> None:
+        self._path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._conn: sqlite3.Connection | None = None
+        self.lock = asyncio.Lock()
+        self.waiting = 0
+        self.busy = False
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = connect(self._path, busy_timeout_ms=self._busy_timeout_ms)
+        return self._conn
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` with the connection on this lane's thread; SQLite's errors as they are."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(self._connection()))
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`call`, with the database's failures as `ServiceUnavailable`."""
+        try:
+            return await self.call(fn)
+        except sqlite3.Error as exc:
+            if not unavailable(exc):
+                raise
+            raise ServiceUnavailable() from exc
+
+    @asynccontextmanager
+    async def held(self, deadline: float | None = None) -> AsyncIterator[None]:
+        """This lane for one unit of work; 503 if it is not free by `deadline` (loop time)."""
+        self.waiting += 1
+        try:
+            if deadline is None:
+                await self.lock.acquire()
+            else:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await self.lock.acquire()
+                except TimeoutError as exc:
+                    raise ServiceUnavailable() from _lock_wait_expired(
+                        exc, "the process's other writes"
+                    )
+        finally:
+            self.waiting -= 1
+        self.busy = True
+        try:
+            yield
+        finally:
+            self.busy = False
+            self.lock.release()
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=False)
+
+
 class SqliteConnection:
-    """The connection inside a transaction; every call runs on the database thread."""
+    """The connection inside a unit of work; every call runs on its lane's thread."""
 
     dialect: Dialect = "sqlite"
 
-    def __init__(self, db: SqliteDatabase) -> None:
-        self._db = db
+    def __init__(self, lane: Lane) -> None:
+        self._lane = lane
 
     async def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
-        return await self._db.run(lambda c: c.execute(to_sqlite(sql), args).fetchall())
+        return await self._lane.run(lambda c: c.execute(to_sqlite(sql), args).fetchall())
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        row: Row | None = await self._db.run(lambda c: c.execute(to_sqlite(sql), args).fetchone())
+        row: Row | None = await self._lane.run(lambda c: c.execute(to_sqlite(sql), args).fetchone())
         return row
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
@@ -61,11 +150,11 @@ class SqliteConnection:
         return None if row is None else row[0]
 
     async def execute(self, sql: str, *args: Any) -> None:
-        await self._db.run(lambda c: c.execute(to_sqlite(sql), args))
+        await self._lane.run(lambda c: c.execute(to_sqlite(sql), args))
 
     async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
         rows = list(args)
-        await self._db.run(lambda c: c.executemany(to_sqlite(sql), rows))
+        await self._lane.run(lambda c: c.executemany(to_sqlite(sql), rows))
 
     async def bulk_insert(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
@@ -74,79 +163,113 @@ class SqliteConnection:
         await self.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
 
+def _lock_wait_expired(exc: Exception, behind: str) -> TimeoutError:
+    """The cause logged when a write gave up waiting for the lock."""
+    expired = TimeoutError(f"a write stopped waiting for {behind} at its deadline")
+    expired.__cause__ = exc
+    return expired
+
+
+@asynccontextmanager
+async def _unit(
+    lane: Lane, begin: Callable[[], Awaitable[None]]
+) -> AsyncIterator[SqliteConnection]:
+    """`begin()`, the block, COMMIT; ROLLBACK if any of it fails."""
+    try:
+        await begin()
+        yield SqliteConnection(lane)
+        await lane.run(_commit)
+    except BaseException:
+        # The block failed, or a BEGIN or COMMIT failed or was cancelled while its thread
+        # went on: the lane's next unit of work must not start inside this one. The ROLLBACK
+        # queues behind whatever still runs on the lane's thread.
+        with suppress(sqlite3.Error):
+            await lane.call(_rollback)
+        raise
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN")
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    conn.execute("COMMIT")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
 class SqliteDatabase:
-    """One SQLite file."""
+    """One SQLite file: a read lane and a write lane."""
 
     dialect: Dialect = "sqlite"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, lock_wait: float = LOCK_WAIT) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cbstop-sqlite")
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
-        self._thread_lock = threading.Lock()
-        self._waiting = 0
-        self._busy = False
+        self.lock_wait = lock_wait
+        self._reader = Lane(path, "cbstop-sqlite-read", READ_BUSY_MS)
+        self._writer = Lane(path, "cbstop-sqlite-write", LOCK_SLICE_MS)
 
     @classmethod
-    def open(cls, path: str) -> SqliteDatabase:
-        return cls(path)
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = connect(self.path)
-        return self._conn
-
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` with the connection on the database thread."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, lambda: fn(self._connection()))
-        except sqlite3.OperationalError as exc:
-            # "database is locked" past the busy timeout, disk I/O errors: not the client's fault.
-            raise ServiceUnavailable() from exc
+    def open(cls, path: str, *, lock_wait: float = LOCK_WAIT) -> SqliteDatabase:
+        return cls(path, lock_wait=lock_wait)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[SqliteConnection]:
-        self._waiting += 1
-        try:
-            await self._lock.acquire()
-        finally:
-            self._waiting -= 1
-        self._busy = True
-        try:
-            yield SqliteConnection(self)
-        finally:
-            self._busy = False
-            self._lock.release()
+        async with self._reader.held():
+            yield SqliteConnection(self._reader)
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = False) -> AsyncIterator[SqliteConnection]:
-        async with self.connection() as conn:
-            await self.run(lambda c: c.execute("BEGIN IMMEDIATE" if write else "BEGIN"))
-            try:
+        if not write:
+            reader = self._reader
+            async with reader.held(), _unit(reader, lambda: reader.run(_begin)) as conn:
                 yield conn
-            except BaseException:
-                await self.run(lambda c: c.execute("ROLLBACK"))
-                raise
+            return
+        # One deadline for the whole wait: behind this process's other writes, then for
+        # the file's lock.
+        deadline = asyncio.get_running_loop().time() + self.lock_wait
+        writer = self._writer
+        async with (
+            writer.held(deadline),
+            _unit(writer, lambda: self._begin_immediate(deadline)) as conn,
+        ):
+            yield conn
+
+    async def _begin_immediate(self, deadline: float) -> None:
+        """Take the file's write lock, waiting on the event loop, not in the thread."""
+        loop = asyncio.get_running_loop()
+        while True:
             try:
-                await self.run(lambda c: c.execute("COMMIT"))
-            except ServiceUnavailable:
-                await self.run(lambda c: c.execute("ROLLBACK") if c.in_transaction else None)
+                await self._writer.call(lambda c: c.execute("BEGIN IMMEDIATE"))
+                return
+            except sqlite3.Error as exc:
+                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == SQLITE_BUSY
+                if busy and loop.time() < deadline:
+                    # That try already waited LOCK_SLICE_MS in SQLite's busy handler; the
+                    # pause lets a cancellation in.
+                    await asyncio.sleep(0.001)
+                    continue
+                if busy:
+                    raise ServiceUnavailable() from _lock_wait_expired(exc, "the file's write lock")
+                if unavailable(exc):
+                    raise ServiceUnavailable() from exc
                 raise
 
     def single_statement_write(self) -> AbstractAsyncContextManager[SqliteConnection]:
         return self.transaction(write=True)
 
     async def ping(self) -> None:
+        """A read answers (a write lock held elsewhere is no reason to be unready)."""
         async with self.connection() as conn:
             await conn.fetchval("SELECT 1")
 
     def pool_stats(self) -> tuple[int, int]:
-        return int(self._busy), self._waiting
+        reader, writer = self._reader, self._writer
+        return int(reader.busy) + int(writer.busy), reader.waiting + writer.waiting
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
-        self._executor.shutdown(wait=False)
+        await self._reader.close()
+        await self._writer.close()
