@@ -163,7 +163,8 @@ def _meta(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
     }
 
 
-def _env(**extra: str) -> dict[str, str]:
+def server_env(**extra: str) -> dict[str, str]:
+    """The environment of every server and `cbstop` command: production settings, no access log."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CBSTOP_")}
     env.update(
         CBSTOP_KEY_SECRET=KEY_SECRET,
@@ -180,7 +181,7 @@ def _baseline_env(command: list[str]) -> dict[str, str]:
     exe = shutil.which(command[0])
     if exe is None:
         raise BenchError(f"--baseline: {command[0]} is not an executable")
-    env = _env(PATH=f"{Path(exe).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = server_env(PATH=f"{Path(exe).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     env.pop("PYTHONPATH", None)
     return env
 
@@ -188,7 +189,7 @@ def _baseline_env(command: list[str]) -> dict[str, str]:
 def _builds(args: argparse.Namespace) -> dict[str, dict[str, str | None]]:
     """The code each build imports and its commit, asked outside this checkout."""
     with tempfile.TemporaryDirectory(prefix="cbstop-bench-") as neutral:
-        current = build_identity(cbstop_command(), _env(), Path(neutral))
+        current = build_identity(cbstop_command(), server_env(), Path(neutral))
         baseline = build_identity(
             args.baseline_command, _baseline_env(args.baseline_command), Path(neutral)
         )
@@ -209,7 +210,8 @@ def _uvicorn(app: str, port: int, workers: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _cbstop_serve(url: str, port: int, workers: int, command: list[str] | None = None) -> list[str]:
+def serve_argv(url: str, port: int, workers: int, command: list[str] | None = None) -> list[str]:
+    """`cbstop serve` of this build (or `command`, another build's) on `url`."""
     return [
         *(command or cbstop_command()), "serve", "--database-url", url,
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
@@ -244,7 +246,7 @@ def run_size(
     log(f"world {size}: database {db_name}")
     try:
         url = create_database(args.postgres, db_name)
-        env = _env()
+        env = server_env()
         cbstop(["migrate", "--database-url", url], env)
         took = cbstop(["load", str(world_file), "--database-url", url], env)
         log(f"world {size}: loaded into PostgreSQL in {took:.1f}s")
@@ -259,7 +261,7 @@ def run_size(
             out["loads"].append({"size": size, "database": "sqlite", "seconds": took})
 
         def add(kind: str, argv: list[str], port: int, extra_env: dict[str, str]) -> None:
-            servers[kind] = Server(kind, argv, _env(**extra_env), port, work / f"{kind}.log")
+            servers[kind] = Server(kind, argv, server_env(**extra_env), port, work / f"{kind}.log")
 
         w = args.workers
         databases = [(CBSTOP, BASELINE, url)]
@@ -267,12 +269,12 @@ def run_size(
             databases.append((CBSTOP_SQLITE, BASELINE_SQLITE, sqlite_url))
         for kind, baseline_kind, database_url in databases:
             port = free_port()
-            add(kind, _cbstop_serve(database_url, port, w), port, {})
+            add(kind, serve_argv(database_url, port, w), port, {})
             if args.baseline_command:
                 # Same database, same settings and workers; its own code, run from outside
                 # this checkout (see Server.cwd).
                 port = free_port()
-                argv = _cbstop_serve(database_url, port, w, args.baseline_command)
+                argv = serve_argv(database_url, port, w, args.baseline_command)
                 servers[baseline_kind] = Server(
                     baseline_kind,
                     argv,
