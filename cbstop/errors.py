@@ -188,3 +188,12 @@ class ServiceUnavailable(ApiError):
 
     def __init__(self) -> None:
         super().__init__(headers={"Retry-After": "1"})
+
+
+class RequestHeaderFieldsTooLarge(ApiError):
+    status, code, message = (
+        431,
+        "REQUEST_HEADER_FIELDS_TOO_LARGE",
+        "The request line and headers are larger than 16 KiB",
+    )
+    description = "The request target and header fields together are larger than 16 KiB."

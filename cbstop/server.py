@@ -13,11 +13,13 @@ uvicorn's private names used here (bounded in pyproject.toml, checked by tests/t
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
+from functools import partial
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess, multiprocess
@@ -26,7 +28,7 @@ from cbstop.app import AppState, create_app
 from cbstop.db.migrate import migrate
 from cbstop.observability import logging as obs_logging
 from cbstop.settings import PLACEHOLDER_KEY_SECRET, Settings
-from cbstop.web.protocol import EnvelopeHttpToolsProtocol
+from cbstop.web.protocol import EnvelopeHttpToolsProtocol, Limits
 
 WORKER_SETTINGS = "CBSTOP_WORKER_SETTINGS"
 
@@ -99,10 +101,21 @@ class DrainingMultiprocess(Multiprocess):
         self.terminate_all()
 
 
+def limits(settings: Settings) -> Limits:
+    """What one connection may take of a worker."""
+    return Limits(
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_connections=settings.max_connections,
+    )
+
+
 def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
     """Apply pending migrations, then serve until told to stop."""
     check_settings(settings)
     migrate(settings.database_url)
+    # uvicorn calls it with (config, server_state, app_state) for each connection.
+    protocol = partial(EnvelopeHttpToolsProtocol, limits=limits(settings))
     config = uvicorn.Config(
         "cbstop.server:app_factory",
         factory=True,
@@ -110,7 +123,9 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None
         port=port,
         workers=workers,
         loop="uvloop",
-        http=EnvelopeHttpToolsProtocol,
+        http=cast(type[asyncio.Protocol], protocol),
+        # An upgrade request (WebSocket, h2c) is served as plain HTTP, through the app.
+        ws="none",
         lifespan="on",
         access_log=False,
         log_config=None,

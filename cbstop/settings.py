@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     drain_timeout: float = Field(default=10.0, ge=0)
     # One JSON line per request on stderr.
     access_log: bool = True
+    # Seconds a client has to send a request's line and headers, from the connection's opening
+    # (or the request's first byte on a kept-alive one); past it the connection is closed.
+    header_timeout: float = Field(default=10.0, gt=0)
+    # Seconds a request body may go without a byte arriving before the connection is closed.
+    body_timeout: float = Field(default=10.0, gt=0)
+    # Connections one worker serves; a request on one past it gets 503 and the connection closes.
+    max_connections: int = Field(default=1000, ge=1)
 
     @property
     def is_postgres(self) -> bool:

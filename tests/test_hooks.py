@@ -15,13 +15,14 @@ import pytest
 from typer._click import exceptions as click_errors
 from uvicorn import server as uvicorn_server
 from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.supervisors import multiprocess
 
 from cbstop import cli
 from cbstop.server import DrainingProcess, DrainingServer
-from cbstop.web.protocol import EnvelopeH11Protocol, EnvelopeHttpToolsProtocol
+from cbstop.web.protocol import EnvelopeH11Protocol, EnvelopeHttpToolsProtocol, Limits
 
 UVICORN = f"uvicorn {version('uvicorn')}"
 TYPER = f"typer {version('typer')}"
@@ -44,6 +45,43 @@ def test_uvicorns_parser_still_answers_a_refused_request_with_send_400_response(
     assert _parameters(theirs.send_400_response) == ["self", "msg"], UVICORN
     assert "self.send_400_response(" in inspect.getsource(getattr(theirs, caller)), UVICORN
     assert "send_400_response" in vars(ours)
+
+
+def test_uvicorns_httptools_protocol_still_has_the_callbacks_and_state_the_limits_hook() -> None:
+    # The behaviour: tests/reliability/test_connections.py (431, timeouts, 503 past the cap,
+    # Host, upgrades), against a real `cbstop serve`.
+    source = inspect.getsource(HttpToolsProtocol)
+    for callback in ("on_message_begin", "on_headers_complete", "on_body", "on_message_complete"):
+        assert callable(vars(HttpToolsProtocol).get(callback)), (callback, UVICORN)
+    assert _parameters(HttpToolsProtocol.on_body) == ["self", "body"], UVICORN
+    assert _parameters(HttpToolsProtocol.data_received) == ["self", "data"], UVICORN
+    # httptools calls back on the protocol, from `data_received`, which refuses through
+    # send_400_response and hands an upgrade it does not serve to the warning we silence.
+    assert "httptools.HttpRequestParser(self)" in source, UVICORN
+    receives = inspect.getsource(HttpToolsProtocol.data_received)
+    assert "self.parser.feed_data(data)" in receives, UVICORN
+    assert "self._unsupported_upgrade_warning()" in receives, UVICORN
+    assert _parameters(HttpToolsProtocol._unsupported_upgrade_warning) == ["self"], UVICORN
+    # The state read at on_headers_complete, and a cycle that closes when not kept alive.
+    assert "self.connections = server_state.connections" in source, UVICORN
+    assert "self.url += url" in source, UVICORN
+    assert "self.headers.append((name, value))" in source, UVICORN
+    sends = inspect.getsource(RequestResponseCycle.send)
+    assert "if not self.keep_alive:" in sends, UVICORN
+    assert "read_paused" in vars(FlowControl(transport=None)), UVICORN  # type: ignore[arg-type]
+    # With ws="none" an upgrade goes on as plain HTTP through on_headers_complete.
+    assert "if self.ws_protocol_class is None:" in source, UVICORN
+
+
+def test_uvicorns_server_still_makes_each_connections_protocol_by_keywords() -> None:
+    # `serve` passes a partial of the protocol with its `limits`; uvicorn must call it with
+    # keywords only, and may not require it to be a class.
+    starts = inspect.getsource(uvicorn_server.Server.startup)
+    assert "config.http_protocol_class(" in starts, UVICORN
+    for keyword in ("config=config", "server_state=self.server_state", "app_state="):
+        assert keyword in starts, (keyword, UVICORN)
+    assert _parameters(EnvelopeHttpToolsProtocol.__init__)[-1] == "limits"
+    assert EnvelopeHttpToolsProtocol.__init__.__defaults__ == (None, Limits())
 
 
 def test_uvicorns_server_still_re_raises_the_signals_in_captured_signals() -> None:
