@@ -48,6 +48,9 @@ def test_a_worker_builds_its_app_on_every_field_serve_handed_down(
         key_cache_ttl=0.0,
         drain_timeout=2.0,
         access_log=False,
+        header_timeout=3.0,
+        body_timeout=4.0,
+        max_connections=50,
     )
     assert all(getattr(given, f) != d.default for f, d in Settings.model_fields.items())
     monkeypatch.setattr(obs_logging, "configure", lambda: None)  # pytest's logging stays
