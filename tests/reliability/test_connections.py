@@ -108,10 +108,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 # --- the request head's size --------------------------------------------------------------
 
 
+OVERSIZED: list[tuple[str, bytes]] = [
+    ("one big header", _head(b"Host: x", b"X-Big: " + b"b" * MAX_HEAD_BYTES)),
+    ("a big target", _head(b"Host: x", target=b"/healthz?q=" + b"q" * MAX_HEAD_BYTES)),
+    ("many small headers", _head(b"Host: x", *[b"X-%d: v" % i for i in range(2000)])),
+]
+
+
+@pytest.mark.parametrize(("name", "request_bytes"), OVERSIZED, ids=[n for n, _ in OVERSIZED])
 def test_a_head_over_16_kib_gets_431_in_the_envelope_and_the_connection_closes(
-    server: Server,
+    server: Server, name: str, request_bytes: bytes
 ) -> None:
-    answer = _exchange(server, _head(b"Host: x", b"X-Big: " + b"b" * MAX_HEAD_BYTES))
+    answer = _exchange(server, request_bytes)
 
     _refused(answer, 431, "REQUEST_HEADER_FIELDS_TOO_LARGE")
     _still_serves(server)
