@@ -158,7 +158,8 @@ class Operation:
 
     def raises(self) -> tuple[type[ApiError], ...]:
         """Every error this operation can answer with, in the order the checks run."""
-        found: list[type[ApiError]] = [errors.MalformedRequest]  # the HTTP parser, first
+        # The HTTP parser's refusals (cbstop/web/protocol.py), first.
+        found: list[type[ApiError]] = [errors.MalformedRequest, errors.RequestHeaderFieldsTooLarge]
         if self.ability is not None:
             found += [errors.Unauthorised, errors.Forbidden]
         if self.body is not None:

@@ -168,7 +168,7 @@ def test_the_document_describes_a_declared_operation_from_its_declaration_alone(
     )
     assert op["security"] == []  # no ability declared: no key
     assert [p["name"] for p in op["parameters"]] == ["times"]
-    assert set(op["responses"]) == {"200", "400", "404", "413", "415", "422"}
+    assert set(op["responses"]) == {"200", "400", "404", "413", "415", "422", "431"}
     codes_422 = op["responses"]["422"]["content"]["application/json"]["schema"]["properties"]
     assert codes_422["errors"]["items"]["properties"]["code"]["enum"] == ["VALIDATION_ERROR"]
     assert set(op["responses"]["400"]["content"]["application/json"]["examples"]) == {
