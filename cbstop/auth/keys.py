@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 
 KEY_PREFIX = "cbs_"
@@ -11,13 +12,37 @@ READ = "integrations:read"
 WRITE = "integrations:write"
 ABILITIES = (READ, WRITE)
 DEFAULT_ABILITIES = frozenset(ABILITIES)
-# The longest Authorization value worth hashing; longer keys cannot exist.
+# What a key may look like, for the `Authorization` header and world files alike: printable
+# ASCII without spaces (0x21-0x7E), so it travels in a header byte for byte and no parser's idea
+# of whitespace can trim it; 20 characters at least (CONTRACT 2.3; generated keys have 47).
+# A longer or other value cannot be a key, so it is not worth hashing.
+MIN_KEY_LENGTH = 20
 MAX_KEY_LENGTH = 512
+_KEY = re.compile(rf"[\x21-\x7e]{{{MIN_KEY_LENGTH},{MAX_KEY_LENGTH}}}")
 
 
 def generate_key() -> str:
     """A new key: `cbs_` and 256 bits of randomness, URL-safe."""
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def is_key_shaped(value: str) -> bool:
+    """Whether `value` could be a key: 20-512 printable ASCII characters, no spaces."""
+    return _KEY.fullmatch(value) is not None
+
+
+def key_shape_problem(value: str) -> str | None:
+    """Why `value` could never be a key (one phrase for an operator), or None."""
+    if len(value) < MIN_KEY_LENGTH:
+        return f"must be at least {MIN_KEY_LENGTH} characters"
+    if len(value) > MAX_KEY_LENGTH:
+        return f"must be at most {MAX_KEY_LENGTH} characters"
+    if not is_key_shaped(value):
+        return (
+            "must be printable ASCII without spaces or control characters (0x21-0x7E): "
+            "no other key can authenticate"
+        )
+    return None
 
 
 def generate_key_id() -> str:

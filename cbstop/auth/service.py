@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from cbstop.auth import repository
-from cbstop.auth.keys import MAX_KEY_LENGTH, decode_abilities, hash_key
+from cbstop.auth.keys import decode_abilities, hash_key, is_key_shaped
 from cbstop.db.database import Database
 from cbstop.db.scope import Scope, ScopeKind
 from cbstop.errors import Forbidden, Unauthorised
@@ -63,12 +63,18 @@ def principal_of(record: repository.KeyRecord) -> Principal:
 
 
 def bearer_token(header: str | None) -> str | None:
-    """The key in `Authorization: Bearer <key>` (scheme case-insensitive), or None."""
+    """The key in `Authorization: Bearer <key>`, exactly as sent, or None.
+
+    The scheme word is case-insensitive and followed by one or more spaces (RFC 7235's
+    `1*SP`); only the field's surrounding spaces and tabs are trimmed (RFC 9110 5.5). Nothing
+    else is whitespace: a key with any byte after it (0xA0, 0x85, a tab, ...) is not the key,
+    and the key itself must look like one (`is_key_shaped`). See docs/decisions.md.
+    """
     if not header:
         return None
-    scheme, _, token = header.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > MAX_KEY_LENGTH:
+    scheme, _, token = header.strip(" \t").partition(" ")
+    token = token.lstrip(" ")
+    if scheme.lower() != "bearer" or not is_key_shaped(token):
         return None
     return token
 
