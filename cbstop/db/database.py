@@ -15,6 +15,10 @@ from typing import Any, Literal, Protocol
 Dialect = Literal["postgresql", "sqlite"]
 
 
+class DatabaseReadOnly(Exception):
+    """The database answers but refuses writes (a standby, a demoted primary, read-only)."""
+
+
 class Row(Protocol):
     """A result row, readable by position or by column name."""
 
@@ -44,13 +48,14 @@ class Database(Protocol):
     dialect: Dialect
 
     def transaction(self, *, write: bool = False) -> AbstractAsyncContextManager[Connection]:
-        """One unit of work; `write=True` takes SQLite's write lock up front."""
+        """One unit of work; a unit that writes says `write=True`, which takes SQLite's
+        write lock up front (waiting for it never holds up this process's reads)."""
         ...
 
     def connection(self) -> AbstractAsyncContextManager[Connection]:
-        """A connection without an explicit transaction, for a unit of work that is one
-        statement (a statement is atomic on its own): it saves the BEGIN and COMMIT round
-        trips on the hot paths."""
+        """A connection without an explicit transaction, for a read that is one statement
+        (a statement is atomic on its own): it saves the BEGIN and COMMIT round trips on the
+        hot paths. Writes go through `single_statement_write` or `transaction(write=True)`."""
         ...
 
     def single_statement_write(self) -> AbstractAsyncContextManager[Connection]:
@@ -60,7 +65,8 @@ class Database(Protocol):
         ...
 
     async def ping(self) -> None:
-        """Raise `ServiceUnavailable` unless the database answers."""
+        """Raise `ServiceUnavailable` unless the database answers (on PostgreSQL: and
+        accepts writes); docs/production.md says exactly what each checks."""
         ...
 
     def pool_stats(self) -> tuple[int, int]:

@@ -1,8 +1,19 @@
 """PostgreSQL through asyncpg, on the pool of `cbstop.db.pool`.
 
-Every failure to reach the database (refused, reset, timed out waiting for a connection or
-for a statement) becomes `ServiceUnavailable`, so a client sees 503 with `Retry-After`,
-never a hang or a 500.
+Every failure of the database rather than of our code becomes `ServiceUnavailable`, so a
+client sees 503 with `Retry-After`, never a hang or a 500. `unavailable` decides which those
+are, by what the failure is, not by a list of exception classes:
+
+- anything raised while opening a connection: the server refused us (no such database,
+  authentication, too many connections, not accepting connections — SQLSTATE 55000 after
+  `ALLOW_CONNECTIONS false`, a class that is a defect at any other time) or never answered;
+- a server error whose SQLSTATE class says the database, not the statement, is at fault
+  (`UNAVAILABLE_CLASSES`), or one of the few transient states of other classes
+  (`UNAVAILABLE_STATES`: read-only, deadlock, serialization failure, lock not available);
+- a connection-level failure on the client's side (`CONNECTION_LEVEL`).
+
+Everything else — a syntax error (42601), a missing table (42P01), a constraint the
+repository did not expect — is a defect and stays a 500 with its traceback in the log.
 """
 
 from __future__ import annotations
@@ -14,27 +25,62 @@ from typing import Any
 
 import asyncpg
 
-from cbstop.db.database import Dialect, Row
+from cbstop.db.database import DatabaseReadOnly, Dialect, Row
 from cbstop.db.pool import Connection, Pool
 from cbstop.errors import ServiceUnavailable
 from cbstop.settings import Settings
 
-# What "the database is not answering" looks like through asyncpg.
-UNAVAILABLE = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
+# SQLSTATE classes (the first two characters) that mean the database cannot serve now.
+UNAVAILABLE_CLASSES = frozenset(
+    {
+        "08",  # connection exception
+        "28",  # invalid authorization specification: authentication failed, role cannot log in
+        "3D",  # invalid catalog name: the database was dropped or renamed
+        "53",  # insufficient resources: too many connections, disk full, out of memory
+        "57",  # operator intervention: statement_timeout, shutdown, cannot connect now
+        "58",  # system error: I/O error
+        "XX",  # internal error, data or index corrupted: the server's fault, not the request's
+    }
+)
+# Single states of other classes that are the database's condition, not the statement's.
+UNAVAILABLE_STATES = frozenset(
+    {
+        "25006",  # read_only_sql_transaction: a standby, a demoted primary, default read-only
+        "25P03",  # idle_in_transaction_session_timeout: the server ended the session
+        "25P04",  # transaction_timeout (PostgreSQL 17)
+        "40001",  # serialization_failure: retrying is the documented answer
+        "40P01",  # deadlock_detected: likewise
+        "55P03",  # lock_not_available
+    }
+)
+# What "the database is not answering" looks like on the client's side of the socket.
+CONNECTION_LEVEL = (
+    OSError,  # refused, reset, unreachable
+    TimeoutError,  # connect timeout, command_timeout, the pool's wait (PoolTimeout)
+    asyncpg.InterfaceError,  # the connection is closed (ConnectionDoesNotExistError), PoolClosed
     # A connection that got the server's FATAL while idle (pg_ctl stop -m fast) is left in a
     # state where its next query fails with this; it is dead, like a reset one.
     asyncpg.InternalClientError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.QueryCanceledError,  # statement_timeout
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,  # another backend crashed: the server is restarting
-    asyncpg.TooManyConnectionsError,
-    asyncpg.InsufficientResourcesError,
+    DatabaseReadOnly,  # the readiness check found the database read-only
 )
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` is the database failing (503), not a defect of ours (500)."""
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(getattr(exc, "sqlstate", "") or "")
+        return state[:2] in UNAVAILABLE_CLASSES or state in UNAVAILABLE_STATES
+    return isinstance(exc, CONNECTION_LEVEL)
+
+
+def unavailable_on_connect(exc: BaseException) -> bool:
+    """Whether a failure to open a connection is unavailability: any refusal by the server,
+    whatever its SQLSTATE (no request's input reached it), or a connection-level failure."""
+    return isinstance(exc, asyncpg.PostgresError) or unavailable(exc)
+
+
+# The readiness check, one round trip: does a statement run, and may it write?
+PING = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'"
 
 
 class PostgresConnection:
@@ -108,24 +154,21 @@ class PostgresDatabase:
     async def transaction(self, *, write: bool = False) -> AsyncIterator[PostgresConnection]:
         conn = await self._acquire()
         try:
-            try:
-                tx = conn.transaction()
-                await tx.start()
-            except UNAVAILABLE as exc:
-                raise ServiceUnavailable() from exc
+            tx = conn.transaction()
+            await tx.start()
             try:
                 yield PostgresConnection(conn)
             except BaseException:
                 try:
                     await tx.rollback()
-                except UNAVAILABLE:
+                except Exception:
+                    # Not reusable; the block's own error is the one to report.
                     self._pool.discard(conn)
                 raise
-            try:
-                await tx.commit()
-            except UNAVAILABLE as exc:
-                raise ServiceUnavailable() from exc
-        except UNAVAILABLE as exc:
+            await tx.commit()
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
             self._pool.discard(conn)
             raise ServiceUnavailable() from exc
         finally:
@@ -134,7 +177,9 @@ class PostgresDatabase:
     async def _acquire(self) -> Connection:
         try:
             return await self._pool.acquire(self._timeout)
-        except UNAVAILABLE as exc:
+        except Exception as exc:
+            if not unavailable_on_connect(exc):
+                raise
             raise ServiceUnavailable() from exc
 
     @asynccontextmanager
@@ -142,7 +187,11 @@ class PostgresDatabase:
         conn = await self._acquire()
         try:
             yield PostgresConnection(conn)
-        except UNAVAILABLE as exc:
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            # Dead, or on a server that cannot serve (a demoted primary): the next unit of
+            # work gets a new connection, which may reach the new primary.
             self._pool.discard(conn)
             raise ServiceUnavailable() from exc
         finally:
@@ -152,8 +201,15 @@ class PostgresDatabase:
         return self.connection()
 
     async def ping(self) -> None:
+        """One round trip: a statement runs, on a server that accepts writes."""
         async with self.connection() as conn:
-            await conn.fetchval("SELECT 1")
+            row = await conn.fetchrow(PING)
+            assert row is not None
+            in_recovery, read_only = row[0], row[1]
+            if in_recovery:
+                raise DatabaseReadOnly("the server is a standby (pg_is_in_recovery)")
+            if read_only:
+                raise DatabaseReadOnly("transactions are read-only (transaction_read_only)")
 
     def pool_stats(self) -> tuple[int, int]:
         return self._pool.size - self._pool.idle, self._pool.waiting
@@ -161,5 +217,7 @@ class PostgresDatabase:
     async def close(self) -> None:
         try:
             await asyncio.wait_for(self._pool.close(), timeout=5)
-        except (TimeoutError, *UNAVAILABLE):
+        except Exception as exc:
             self._pool.terminate()
+            if not unavailable(exc):
+                raise
