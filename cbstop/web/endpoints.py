@@ -38,7 +38,8 @@ async def healthz(call: Call) -> Response:
 
 
 async def readyz(call: Call) -> Response:
-    """200 when the database answers and the process is not draining; 503 otherwise."""
+    """200 when the process is not draining and the database answers one statement (on
+    PostgreSQL: and accepts writes); otherwise 503 in the envelope, with Retry-After."""
     state = call.state
     if state.draining:
         return render(ServiceUnavailable())

@@ -22,7 +22,8 @@ class AppState:
         self.metrics = Metrics()
         self.draining = False
         self.openapi_json = b""
-        self._last_warning = 0.0
+        self._last_warning = -1.0e9  # so the first trouble is logged at once
+        self._unwarned = 0
 
     async def start(self) -> None:
         """Open the database (connections open on demand: a database that is down is fine)."""
@@ -36,9 +37,20 @@ class AppState:
         await self.db.close()
 
     def warn_unavailable(self, exc: Exception) -> None:
-        """Log database trouble at most once a second, not once per request."""
+        """Log database trouble at most once a second, not once per request: the cause (its
+        SQLSTATE or SQLite code, when it has one), and how many 503s the last line stood for."""
         now = time.monotonic()
-        if now - self._last_warning >= 1.0:
-            self._last_warning = now
-            cause = exc.__cause__ or exc
-            log.warning("database unavailable: %s: %s", type(cause).__name__, cause)
+        if now - self._last_warning < 1.0:
+            self._unwarned += 1
+            return
+        self._last_warning = now
+        cause = exc.__cause__ or exc
+        code = getattr(cause, "sqlstate", None) or getattr(cause, "sqlite_errorname", None)
+        more, self._unwarned = self._unwarned, 0
+        log.warning(
+            "database unavailable: %s%s: %s%s",
+            type(cause).__name__,
+            f" ({code})" if code else "",
+            cause,
+            f" (and {more} more 503s since the last such line)" if more else "",
+        )
