@@ -7,7 +7,6 @@ dicts and encoded with orjson, not re-validated on the way out.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -19,36 +18,21 @@ from pydantic import (
     field_validator,
 )
 
+from cbstop.integrations import rules
 from cbstop.integrations.repository import Integration
 
 CUSTOM_ORDERS = "CUSTOM_ORDERS"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _valid_unicode(value: str) -> str:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode (no unpaired surrogates)") from None
-    return value
-
-
-def _display_name(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters")
-    return _valid_unicode(value)
-
 
 Name = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=255),
-    AfterValidator(_display_name),
+    StringConstraints(min_length=1, max_length=rules.NAME_MAX_LENGTH),
+    AfterValidator(rules.display_name),
     Field(description="Display name: 1-255 characters, not blank, no control characters."),
 ]
-MerchantId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-OrganisationId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+MerchantId = Annotated[
+    str, StringConstraints(min_length=1, max_length=rules.MERCHANT_ID_MAX_LENGTH)
+]
+OrganisationId = Annotated[str, StringConstraints(min_length=1, max_length=rules.ID_MAX_LENGTH)]
 
 _STRICT = ConfigDict(strict=True, extra="forbid", hide_input_in_errors=True)
 

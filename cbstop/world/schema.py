@@ -6,18 +6,58 @@ in the database) are checked in `checks.py`, against rows fetched in bulk.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
-from cbstop.auth.keys import MAX_KEY_LENGTH
+from cbstop.auth.keys import MAX_KEY_LENGTH, MIN_KEY_LENGTH, key_shape_problem
+from cbstop.integrations import rules
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+def _key_shaped(value: str) -> str:
+    problem = key_shape_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# The API's own rules (cbstop/integrations/rules.py, cbstop/auth/keys.py): what loads is what
+# the API could have accepted, can store on both databases, and can serve.
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=rules.ID_MAX_LENGTH),
+    AfterValidator(rules.storable),
+]
+IntegrationId = Annotated[str, AfterValidator(rules.integration_id)]
 # The API takes merchant ids of at most 64 characters: a longer one could never be linked.
-MerchantId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-IntegrationType = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-Secret = Annotated[str, StringConstraints(min_length=20, max_length=MAX_KEY_LENGTH)]
+MerchantId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=rules.MERCHANT_ID_MAX_LENGTH),
+    AfterValidator(rules.storable),
+]
+Name = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=rules.NAME_MAX_LENGTH),
+    AfterValidator(rules.display_name),
+]
+IntegrationType = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=rules.TYPE_MAX_LENGTH),
+    AfterValidator(rules.storable),
+]
+Secret = Annotated[
+    str,
+    StringConstraints(min_length=MIN_KEY_LENGTH, max_length=MAX_KEY_LENGTH),
+    AfterValidator(_key_shaped),
+]
 Ability = Literal["integrations:read", "integrations:write"]
 ALL_ABILITIES: tuple[Ability, ...] = ("integrations:read", "integrations:write")
 
@@ -54,7 +94,7 @@ class Merchant(Entry):
 
 
 class Integration(Entry):
-    id: Id
+    id: IntegrationId
     organisation_id: Id
     name: Name
     type: IntegrationType
@@ -91,7 +131,12 @@ def entry_label(raw: Any, section: str, index: int) -> str:
         entry_id = raw[section][index]["id"]
     except (KeyError, IndexError, TypeError):
         return label
-    return f"{label} ({entry_id})" if isinstance(entry_id, str) else label
+    if not isinstance(entry_id, str):
+        return label
+    # An id that would not print as itself (a NUL, a tab, a stray space) is shown quoted and
+    # escaped, so the one line names it unambiguously.
+    shown = entry_id if entry_id.isprintable() and entry_id.strip() == entry_id else None
+    return f"{label} ({shown if shown else json.dumps(entry_id)})"
 
 
 def describe_validation_error(exc: ValidationError, raw: Any) -> str:
@@ -102,7 +147,10 @@ def describe_validation_error(exc: ValidationError, raw: Any) -> str:
     if error["type"] == "extra_forbidden":
         message = "unknown field"
     elif error["type"] == "string_too_short" and loc[-1:] == ["secret"]:
-        message = "secret must be at least 20 characters"
+        message = f"secret must be at least {MIN_KEY_LENGTH} characters"
+    elif error["type"] == "value_error":
+        # Our own rules' phrases, without pydantic's "Value error, " in front.
+        message = str(error.get("ctx", {}).get("error", message))
     if not loc:
         return f"the world file must be a JSON object: {message}"
     section = str(loc[0])

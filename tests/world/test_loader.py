@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from cbstop.auth.keys import hash_key
 from cbstop.world import loader
 from cbstop.world.loader import WorldError, load_world, load_world_file
 from tests.db.schema import schema_differences
-from tests.support import TEST_KEY_SECRET, query, snapshot
+from tests.support import TEST_KEY_SECRET, api_client, bearer, query, snapshot
+from tests.world.worlds import DESK_KEY_SECRET as DESK
 from tests.world.worlds import SECRETS, base_world, integration
 
 Change = Callable[[dict[str, Any]], None]
@@ -269,8 +271,116 @@ BAD_FILES: list[tuple[str, Change, str]] = [
 ]
 
 
+ID_RULE = (
+    "id: must be 1-255 ASCII letters, digits, '-', '.', '_' or '~', and not '.' or '..': "
+    "it is served at /v1/integrations/{id}"
+)
+SECRET_RULE = (
+    "secret: must be printable ASCII without spaces or control characters (0x21-0x7E): "
+    "no other key can authenticate"
+)
+
+
+def _id_refused(name: str, bad_id: str, shown: str | None = None) -> tuple[str, Change, str]:
+    return (
+        f"integration id with {name}",
+        _set("integrations", 1, id=bad_id),
+        f"integrations[1] ({shown or bad_id}): {ID_RULE}",
+    )
+
+
+def _secret_refused(name: str, secret: str) -> tuple[str, Change, str]:
+    return (
+        f"secret with {name}",
+        _set("api_keys", 2, secret=secret),
+        f"api_keys[2] (key_desk_a): {SECRET_RULE}",
+    )
+
+
+# What the API could never accept, store on both databases, or serve (issue item 13): the
+# loader applies the API's own rules (cbstop/integrations/rules.py, cbstop/auth/keys.py).
+API_RULES: list[tuple[str, Change, str]] = [
+    _id_refused("a slash", "int/a1"),
+    _id_refused("a question mark", "int?a1"),
+    _id_refused("a hash", "int#a1"),
+    _id_refused("a space", "int a1"),
+    _id_refused("a leading space", " int_a1", '" int_a1"'),
+    _id_refused("a percent sign", "int%2Fa1"),
+    _id_refused("a non-ASCII letter", "int_\u00e9"),
+    _id_refused("a NUL", "int_\x00", '"int_\\u0000"'),
+    _id_refused("nothing but a dot segment", ".."),
+    _id_refused("256 characters", "i" * 256),
+    _secret_refused("a non-ASCII letter", DESK + "\u00e9"),
+    _secret_refused("a NUL", DESK[:-1] + "\x00"),
+    _secret_refused("a leading space", " " + DESK),
+    _secret_refused("a trailing space", DESK + " "),
+    _secret_refused("a trailing tab", DESK + "\t"),
+    _secret_refused("a trailing no-break space", DESK + "\u00a0"),
+    _secret_refused("a trailing next-line", DESK + "\u0085"),
+    _secret_refused("a space inside", DESK[:10] + " " + DESK[10:]),
+    (
+        "secret longer than any key",
+        _set("api_keys", 2, secret="k" * 513),
+        "api_keys[2] (key_desk_a): secret: String should have at most 512 characters",
+    ),
+    (
+        "blank integration name",
+        _set("integrations", 0, name=" \t "),
+        "integrations[0] (int_a1_orders): name: must not be blank",
+    ),
+    (
+        "integration name with a control character",
+        _set("integrations", 0, name="Orders\x1b[31m"),
+        "integrations[0] (int_a1_orders): name: must not contain control characters",
+    ),
+    (
+        "organisation name with a NUL",
+        _set("organisations", 1, name="A\x00two"),
+        "organisations[1] (org_a2): name: must not contain control characters",
+    ),
+    (
+        "blank partner name",
+        _set("partners", 1, name="   "),
+        "partners[1] (ptr_b): name: must not be blank",
+    ),
+    (
+        "merchant name with a newline",
+        _set("merchants", 4, name="Direct\nfirst"),
+        "merchants[4] (mrch_d_1): name: must not contain control characters",
+    ),
+    (
+        "group name with DEL",
+        _set("partner_groups", 0, name="A admins\x7f"),
+        "partner_groups[0] (pgrp_a_admin): name: must not contain control characters",
+    ),
+    (
+        "name with an unpaired surrogate",
+        _set("integrations", 0, name="Orders \ud800"),
+        "integrations[0] (int_a1_orders): name: "
+        "Input should be a valid string, unable to parse raw data as a unicode string",
+    ),
+    (
+        "organisation id with a NUL",
+        _set("organisations", 3, id="org_\x00direct"),
+        'organisations[3] ("org_\\u0000direct"): id: must not contain NUL',
+    ),
+    (
+        "merchant id with a NUL in an integration",
+        _set("integrations", 0, merchant_ids=["mrch_a1_1\x00"]),
+        "integrations[0] (int_a1_orders): merchant_ids.0: must not contain NUL",
+    ),
+    (
+        "type with a NUL",
+        _set("integrations", 1, type="STRIPE\x00"),
+        "integrations[1] (int_a1_stripe): type: must not contain NUL",
+    ),
+]
+
+
 @pytest.mark.parametrize(
-    ("change", "message"), [(c, m) for _, c, m in BAD_FILES], ids=[n for n, _, _ in BAD_FILES]
+    ("change", "message"),
+    [(c, m) for _, c, m in BAD_FILES + API_RULES],
+    ids=[n for n, _, _ in BAD_FILES + API_RULES],
 )
 def test_a_bad_world_names_the_entry_and_writes_nothing(
     database_url: str, change: Change, message: str
@@ -338,8 +448,6 @@ def test_a_missing_world_file_is_refused(database_url: str, tmp_path: Path) -> N
 
 
 def test_a_world_file_loads_like_its_mapping(database_url: str, tmp_path: Path) -> None:
-    import json
-
     path = tmp_path / "world.json"
     path.write_text(json.dumps(base_world()), encoding="utf-8")
     load_world_file(database_url, path, key_secret=TEST_KEY_SECRET)
@@ -363,3 +471,92 @@ def test_a_large_load_leaves_every_constraint_and_index_in_place(
         "org_b1": 1,
         "org_direct": 1,
     }
+
+
+def _file_with_a_repeat(world_text: str) -> list[tuple[str, str, str]]:
+    """(case, file text, message): a key given twice at the top, in an entry, in a section."""
+    stripe_name = '"name": "Integration int_a1_stripe"'
+    assert world_text.count(stripe_name) == 1
+    return [
+        (
+            "section given twice",
+            world_text[:-1] + ', "partners": []}',
+            'the world file: the key "partners" is given twice',
+        ),
+        (
+            "field given twice in an entry",
+            world_text.replace(stripe_name, '"name": "Other", ' + stripe_name),
+            'integrations[1] (int_a1_stripe): the key "name" is given twice',
+        ),
+        (
+            "id given twice in an entry",
+            world_text.replace('"id": "org_a2"', '"id": "org_a2", "id": "org_a3"'),
+            'organisations[1] (org_a3): the key "id" is given twice',
+        ),
+    ]
+
+
+REPEATS = [case for case, _, _ in _file_with_a_repeat(json.dumps(base_world()))]
+
+
+@pytest.mark.parametrize("case", REPEATS)
+def test_a_key_given_twice_in_one_object_is_refused_naming_where(
+    database_url: str, tmp_path: Path, case: str
+) -> None:
+    # Every JSON parser keeps one of the two silently; the file would not mean what it shows.
+    load(database_url, {"partners": [{"id": "ptr_seed", "name": "Already there"}]})
+    before = snapshot(database_url)
+    cases = {
+        c: (text, message) for c, text, message in _file_with_a_repeat(json.dumps(base_world()))
+    }
+    text, message = cases[case]
+    path = tmp_path / "world.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(WorldError) as caught:
+        load_world_file(database_url, path, key_secret=TEST_KEY_SECRET)
+    assert str(caught.value) == message
+    assert snapshot(database_url) == before
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_world_file_with_a_non_json_number_is_refused(
+    database_url: str, tmp_path: Path, constant: str
+) -> None:
+    path = tmp_path / "world.json"
+    path.write_text('{"partners": [{"id": "p", "name": ' + constant + "}]}", encoding="utf-8")
+    with pytest.raises(WorldError) as caught:
+        load_world_file(database_url, path, key_secret=TEST_KEY_SECRET)
+    assert str(caught.value) == f"{path} is not valid JSON: {constant} is not a JSON value"
+
+
+def test_a_world_file_that_is_not_utf8_is_refused(database_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "world.json"
+    path.write_bytes(b'{"partners": [{"id": "p", "name": "\xe9"}]}')
+    with pytest.raises(WorldError) as caught:
+        load_world_file(database_url, path, key_secret=TEST_KEY_SECRET)
+    assert str(caught.value) == (
+        f"{path} is not valid JSON: not UTF-8 (invalid continuation byte at byte 35)"
+    )
+
+
+# Integration ids at the edges of the rule: each loads, and the API serves it at its link.
+SERVABLE_IDS = ["int.v2~a-B_9", "I", "-", "~", "...", "x" * 255, "int_" + "Az09-_" * 7]
+
+
+def test_every_integration_id_the_loader_accepts_is_served_at_its_link(
+    database_url: str,
+) -> None:
+    world = base_world()
+    world["integrations"] = [
+        {**integration(i, "org_a1", ["mrch_a1_1"]), "name": f"Edge {n}"}
+        for n, i in enumerate(SERVABLE_IDS)
+    ]
+    with api_client(database_url, world) as client:
+        for integration_id in SERVABLE_IDS:
+            answer = client.get(f"/v1/integrations/{integration_id}", headers=bearer(SECRETS[0]))
+            assert answer.status_code == 200, (integration_id, answer.text)
+            body = answer.json()
+            assert body["id"] == integration_id
+            link = body["links"][0]["uri"]
+            assert link == f"/v1/integrations/{integration_id}"
+            assert client.get(link, headers=bearer(SECRETS[0])).json()["id"] == integration_id
