@@ -363,18 +363,18 @@ def _write_lock_held(url: str) -> Iterator[None]:
     """Another session holds what a PATCH of int_a1_orders needs until the block ends: the
     row's lock on PostgreSQL, the file's write lock on SQLite."""
     if url.startswith("postgresql"):
-        with psycopg.connect(url) as side:
-            side.execute("SELECT 1 FROM integrations WHERE id = 'int_a1_orders' FOR UPDATE")
+        with psycopg.connect(url) as row_locker:
+            row_locker.execute("SELECT 1 FROM integrations WHERE id = 'int_a1_orders' FOR UPDATE")
             yield
-            side.rollback()
+            row_locker.rollback()
     else:
-        side = sqlite3.connect(sqlite_path(url), isolation_level=None, timeout=0)
+        file_locker = sqlite3.connect(sqlite_path(url), isolation_level=None, timeout=0)
         try:
-            side.execute("BEGIN IMMEDIATE")
+            file_locker.execute("BEGIN IMMEDIATE")
             yield
-            side.execute("ROLLBACK")
+            file_locker.execute("ROLLBACK")
         finally:
-            side.close()
+            file_locker.close()
 
 
 def test_a_request_still_running_when_the_drain_timeout_expires_gets_503_in_the_envelope(
