@@ -6,15 +6,19 @@ exploiting. This starts a real `cbstop serve` (one worker) on a fresh database l
 benchmark world (bench/worlds.py), and for each key asked for (an organisation's, an admin
 group's, a non-admin group's; all of partner `ptr_bench`):
 
-- GET: `GET /v1/integrations/{id}` of an integration of another partner (`ptr_other`)
-  against an id of the same shape that exists nowhere (`int_` + as many characters);
-- POST: `POST /v1/integrations` with another partner's `organisation_id` against one of the
-  same length that exists nowhere; the rest of the body valid and the same;
-- PATCH: `PATCH /v1/integrations/{id}` `{"name": ...}`, the two ids of GET.
+- GET: `GET /v1/integrations/{id}` of integrations of other tenants (outside `ptr_bench`)
+  against ids of the same shapes that exist nowhere (`int_` + as many hex digits);
+- POST: `POST /v1/integrations` with other tenants' `organisation_id`s against ids of the
+  same shapes that exist nowhere; the rest of the body valid and the same;
+- PATCH: `PATCH /v1/integrations/{id}` `{"name": ...}`, the ids of GET.
 
-Every answer must be 404 with the same body for both. The two requests alternate (in a random
-order within each pair) over one keep-alive connection of raw sockets, after a warm-up; the
-latency of each is from just before it is sent to its last byte read. It reports each side's
+Each side uses `--ids` ids in turn (8 by default), so that what one id costs on its own
+(where it falls in the index, which heap page holds the row after it) does not pass for the
+difference between the sides: two ids that both exist nowhere differ by up to z = 1.3 with
+3,000 requests each. Every answer must be 404 with the same body for both sides. The two
+sides alternate (in a random order within each pair) over one keep-alive connection of raw
+sockets, after a warm-up; the latency of each is from just before it is sent to its last
+byte read. It reports each side's
 median, the difference, and the Mann-Whitney U test's z (normal approximation, corrected for
 ties): positive when the other tenant's answer is slower. |z| < 2 is what equal distributions
 give 95 % of the time.
@@ -25,6 +29,7 @@ so a single run can cross any threshold. Run it a few times and read the z's tog
 
     .venv/bin/python -m bench.timing                       # 3,000 pairs per key and method
     .venv/bin/python -m bench.timing --scopes organisation --requests 10000 --json
+    CBSTOP_BENCH_CBSTOP=/tmp/cbstop-old/.venv/bin/cbstop .venv/bin/python -m bench.timing
 """
 
 from __future__ import annotations
@@ -51,7 +56,9 @@ import psycopg
 from bench.procs import (
     BenchError,
     Server,
+    build_identity,
     cbstop,
+    cbstop_command,
     create_database,
     drop_database,
     free_port,
@@ -59,7 +66,7 @@ from bench.procs import (
     vacuum_analyze,
 )
 from bench.run import CACHE, DEFAULT_POSTGRES, parse_size, serve_argv, server_env
-from bench.worlds import OTHER_PARTNER, BenchWorld, cached_world
+from bench.worlds import PARTNER, BenchWorld, cached_world
 
 SCOPES = ("organisation", "partner", "group")
 METHODS = ("GET", "POST", "PATCH")
@@ -190,8 +197,8 @@ def _patch(port: int, key: str, integration_id: str) -> bytes:
 class Comparison:
     scope: str
     method: str
-    elsewhere: str  # the id of another tenant
-    nowhere: str  # the id that exists nowhere
+    elsewhere: list[str]  # ids of another tenant
+    nowhere: list[str]  # ids that exist nowhere, one of the same shape for each
     requests: int
     elsewhere_median_us: float
     nowhere_median_us: float
@@ -206,21 +213,23 @@ def compare(
     *,
     scope: str,
     method: str,
-    elsewhere: tuple[str, bytes],
-    nowhere: tuple[str, bytes],
+    elsewhere: list[tuple[str, bytes]],
+    nowhere: list[tuple[str, bytes]],
     requests: int,
     warmup: int,
     rng: random.Random,
 ) -> Comparison:
-    """`requests` pairs, each in a random order, after `warmup` unrecorded pairs."""
+    """`requests` pairs, each in a random order, after `warmup` unrecorded pairs; pair n sends
+    the (n mod k)th request of each side."""
     times: dict[str, list[float]] = {"elsewhere": [], "nowhere": []}
     bodies: dict[str, bytes] = {}
-    sides = {"elsewhere": elsewhere[1], "nowhere": nowhere[1]}
+    sides = {"elsewhere": elsewhere, "nowhere": nowhere}
     for n in range(warmup + requests):
         order = ["elsewhere", "nowhere"]
         rng.shuffle(order)
         for side in order:
-            took, status, body = client.exchange(sides[side])
+            requests_of_side = sides[side]
+            took, status, body = client.exchange(requests_of_side[n % len(requests_of_side)][1])
             if status != 404:
                 raise BenchError(f"{scope} {method} {side}: answered {status}, not 404: {body!r}")
             if bodies.setdefault(side, body) != body:
@@ -235,7 +244,17 @@ def compare(
     test = mann_whitney(times["elsewhere"], times["nowhere"])
     a, b = statistics.median(times["elsewhere"]), statistics.median(times["nowhere"])
     return Comparison(
-        scope, method, elsewhere[0], nowhere[0], requests, a, b, a - b, test.u, test.z, test.p
+        scope,
+        method,
+        [i for i, _ in elsewhere],
+        [i for i, _ in nowhere],
+        requests,
+        a,
+        b,
+        a - b,
+        test.u,
+        test.z,
+        test.p,
     )
 
 
@@ -262,31 +281,34 @@ def _absent(url: str, table: str, like: str, rng: random.Random, alphabet: str) 
 
 @dataclass(frozen=True)
 class Targets:
-    integration_elsewhere: str
-    integration_nowhere: str
-    organisation_elsewhere: str
-    organisation_nowhere: str
+    """Ids of another tenant (outside partner `ptr_bench`), and for each one of its shape
+    (prefix and length) that exists nowhere."""
+
+    integrations_elsewhere: list[str]
+    integrations_nowhere: list[str]
+    organisations_elsewhere: list[str]
+    organisations_nowhere: list[str]
 
 
-def targets(url: str, rng: random.Random) -> Targets:
-    """Another partner's integration and organisation, and ids of their shapes used nowhere."""
-    integration = _query(
-        url,
-        f"SELECT id FROM integrations WHERE partner_id = '{OTHER_PARTNER}' ORDER BY id LIMIT 1",
-    )
-    organisation = _query(
-        url,
-        f"SELECT id FROM organisations WHERE partner_id = '{OTHER_PARTNER}' ORDER BY id LIMIT 1",
-    )
-    if not integration or not organisation:
-        raise BenchError(f"the world has no integration of {OTHER_PARTNER}: use a larger --size")
-    integration_id, organisation_id = integration[0][0], organisation[0][0]
-    hex_digits = string.digits + "abcdef"
+def targets(url: str, rng: random.Random, count: int) -> Targets:
+    """`count` of each (fewer if the world has fewer), drawn with `rng`."""
+    found: dict[str, list[str]] = {}
+    for table in ("integrations", "organisations"):
+        rows = _query(
+            url,
+            f"SELECT id FROM {table} WHERE partner_id IS DISTINCT FROM '{PARTNER}' ORDER BY id",
+        )
+        if not rows:
+            raise BenchError(f"the world has no {table} outside {PARTNER}: use a larger --size")
+        ids = [row[0] for row in rows]
+        found[table] = rng.sample(ids, min(count, len(ids)))
+    integrations, organisations = found["integrations"], found["organisations"]
+    hex_digits, letters = string.digits + "abcdef", string.ascii_lowercase
     return Targets(
-        integration_id,
-        _absent(url, "integrations", integration_id, rng, hex_digits),
-        organisation_id,
-        _absent(url, "organisations", organisation_id, rng, string.ascii_lowercase),
+        integrations,
+        [_absent(url, "integrations", i, rng, hex_digits) for i in integrations],
+        organisations,
+        [_absent(url, "organisations", o, rng, letters) for o in organisations],
     )
 
 
@@ -311,7 +333,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         log(f"world {args.size} loaded in {took:.1f}s")
         if not args.sqlite:
             vacuum_analyze(url)
-        aim = targets(url, rng)
+        aim = targets(url, rng, args.ids)
         port = free_port()
         server = Server("cbstop", serve_argv(url, port, 1), env, port, work / "server.log")
         server.start()
@@ -323,15 +345,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 key = keys(world)[scope]
                 for method in args.methods:
                     if method == "GET":
-                        pair = (aim.integration_elsewhere, aim.integration_nowhere)
-                        make = [(i, _get(port, key, i)) for i in pair]
+                        pair = (aim.integrations_elsewhere, aim.integrations_nowhere)
+                        make = [[(i, _get(port, key, i)) for i in ids] for ids in pair]
                     elif method == "PATCH":
-                        pair = (aim.integration_elsewhere, aim.integration_nowhere)
-                        make = [(i, _patch(port, key, i)) for i in pair]
+                        pair = (aim.integrations_elsewhere, aim.integrations_nowhere)
+                        make = [[(i, _patch(port, key, i)) for i in ids] for ids in pair]
                     else:
-                        pair = (aim.organisation_elsewhere, aim.organisation_nowhere)
+                        pair = (aim.organisations_elsewhere, aim.organisations_nowhere)
                         merchants = world.org_key_merchants
-                        make = [(o, _post(port, key, o, merchants)) for o in pair]
+                        make = [[(o, _post(port, key, o, merchants)) for o in ids] for ids in pair]
                     result = compare(
                         client,
                         scope=scope,
@@ -355,6 +377,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "requests": args.requests,
             "warmup": args.warmup,
             "seed": args.seed,
+            "build": build_identity(cbstop_command(), env, work),
             "loadavg": os.getloadavg()[0],
             "comparisons": [asdict(r) for r in results],
         }
@@ -367,9 +390,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(out: dict[str, Any]) -> str:
+    build = out["build"]
     lines = [
         f"{out['database']}, world {out['size']}, {out['requests']} interleaved pairs each "
-        f"(load average {out['loadavg']:.1f})",
+        f"(load average {out['loadavg']:.1f}); cbstop from {build['source']} "
+        f"at {build['commit']}",
         "",
         "| key | request | elsewhere p50 µs | nowhere p50 µs | difference µs | z |",
         "|---|---|---:|---:|---:|---:|",
@@ -411,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--methods", type=_list(METHODS), default=list(METHODS), help="GET,POST,PATCH (all)"
+    )
+    p.add_argument(
+        "--ids",
+        type=int,
+        default=8,
+        help="ids per side, used in turn, so no one id's own cost decides (default 8)",
     )
     p.add_argument("--sqlite", action="store_true", help="serve a SQLite file instead")
     p.add_argument("--postgres", default=DEFAULT_POSTGRES, help="server URL, no database")
