@@ -92,16 +92,17 @@ class Lane:
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`call`, with the database's failures as `ServiceUnavailable`."""
+        loop = asyncio.get_running_loop()
         try:
-            return await self.call(fn)
+            # `call` written out: this is every read's path.
+            return await loop.run_in_executor(self._executor, lambda: fn(self._connection()))
         except sqlite3.Error as exc:
             if not unavailable(exc):
                 raise
             raise ServiceUnavailable() from exc
 
-    @asynccontextmanager
-    async def held(self, deadline: float | None = None) -> AsyncIterator[None]:
-        """This lane for one unit of work; 503 if it is not free by `deadline` (loop time)."""
+    async def acquire(self, deadline: float | None = None) -> None:
+        """Take this lane for one unit of work; 503 if it is not free by `deadline`."""
         self.waiting += 1
         try:
             if deadline is None:
@@ -117,11 +118,19 @@ class Lane:
         finally:
             self.waiting -= 1
         self.busy = True
+
+    def release(self) -> None:
+        self.busy = False
+        self.lock.release()
+
+    @asynccontextmanager
+    async def held(self, deadline: float | None = None) -> AsyncIterator[None]:
+        """This lane for one unit of work (`acquire`, then `release`)."""
+        await self.acquire(deadline)
         try:
             yield
         finally:
-            self.busy = False
-            self.lock.release()
+            self.release()
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -218,8 +227,12 @@ class SqliteDatabase:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[SqliteConnection]:
-        async with self._reader.held():
-            yield SqliteConnection(self._reader)
+        reader = self._reader
+        await reader.acquire()  # not `held()`: one context manager less on every read
+        try:
+            yield SqliteConnection(reader)
+        finally:
+            reader.release()
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = False) -> AsyncIterator[SqliteConnection]:
