@@ -7,22 +7,35 @@ recovers by itself. A defect in a statement stays a 500."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import httpx
 import psycopg
 import pytest
 
+from cbstop.db.migrate import migrate
 from cbstop.db.postgres import PostgresDatabase, unavailable, unavailable_on_connect
 from cbstop.errors import ServiceUnavailable
 from cbstop.world.loader import load_world
 from tests.conftest import _require_postgres
 from tests.integrations.helpers import create_body, secret, world
-from tests.reliability.processes import Server, envelope_code, running
+from tests.reliability.processes import (
+    AS_POSTGRES,
+    Cluster,
+    Server,
+    cluster,
+    envelope_code,
+    free_port,
+    running,
+)
 from tests.support import POSTGRES_SERVER, TEST_KEY_SECRET, DatabaseMaker, make_settings, snapshot
 
 ANSWER_WITHIN = 2.0  # seconds: a 503 comes at once, not after a hang
@@ -352,3 +365,98 @@ def test_a_read_only_database_is_not_ready(target: Target) -> None:
             await db.close()
 
     asyncio.run(scenario())
+
+
+class Standby:
+    """A hot standby of a throwaway cluster, streaming from it (pg_basebackup -R)."""
+
+    def __init__(self, primary: Cluster) -> None:
+        bin_dir = Path(shutil.which("initdb") or "initdb").resolve().parent
+        self.dir = primary.dir / "standby"
+        self.port = free_port()
+        self._pg_ctl = str(bin_dir / "pg_ctl")
+        self._run(
+            [
+                str(bin_dir / "pg_basebackup"),
+                *("-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"),
+                *("-D", str(self.dir), "-R", "-X", "stream", "-c", "fast"),
+            ]
+        )
+        options = f"-p {self.port} -k {primary.dir} -c listen_addresses=127.0.0.1"
+        log = str(primary.dir / "standby.log")
+        self._run([self._pg_ctl, "-D", str(self.dir), "-o", options, "-l", log, "-w", "start"])
+
+    def _run(self, argv: list[str]) -> None:
+        done = subprocess.run([*AS_POSTGRES, *argv], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr or done.stdout
+
+    def promote(self) -> None:
+        self._run([self._pg_ctl, "-D", str(self.dir), "-w", "promote"])
+
+    def destroy(self) -> None:
+        subprocess.run(
+            [*AS_POSTGRES, self._pg_ctl, "-D", str(self.dir), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
+
+
+@contextmanager
+def serving(url: str) -> Iterator[Server]:
+    """A `cbstop serve` that may never be ready: started, alive (`/healthz`), stopped after."""
+    server = Server(url)
+    server.start()
+    try:
+        deadline = time.monotonic() + 60
+        with httpx.Client(base_url=server.url, timeout=2) as client:
+            while True:
+                assert server.proc is not None and server.proc.poll() is None, server.output
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "the server never answered /healthz"
+                time.sleep(0.05)
+        yield server
+    finally:
+        server.stop()
+        server.cleanup()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("servers")
+def test_on_a_standby_reads_answer_writes_and_readyz_are_503_until_it_is_promoted() -> None:
+    matrix = world("matrix")
+    headers = {"Authorization": f"Bearer {secret(matrix, 'key_org_a1')}"}
+    with cluster() as primary:
+        url = primary.create_database("cbstop")
+        migrate(url)
+        load_world(url, matrix, key_secret=TEST_KEY_SECRET)
+        standby = Standby(primary)
+        try:
+            standby_url = f"postgresql://postgres@127.0.0.1:{standby.port}/cbstop"
+            before = snapshot(standby_url)
+            with (
+                serving(standby_url) as server,
+                httpx.Client(base_url=server.url, headers=headers, timeout=10) as client,
+            ):
+                answers, took = _send_for(server, TRAFFIC)
+                for answer in answers:
+                    if answer.method == "GET" and answer.path.startswith("/v1/"):
+                        assert answer.response.status_code == 200, answer.response.text
+                    else:
+                        _assert_unavailable(answer)
+                time.sleep(0.2)
+                stderr = server.stderr
+                _assert_logged_once_a_second(stderr, took, len(answers))
+                assert "standby" in stderr or "read-only" in stderr
+                assert snapshot(standby_url) == before
+
+                standby.promote()  # the failover: the same server now takes writes
+                recovered = _wait_ready(server)
+                created = client.post("/v1/integrations", json=create_body(name="Promoted"))
+                assert created.status_code == 201, created.text
+        finally:
+            standby.destroy()
+    print(f"\n[standby] reads 200, writes and /readyz 503; ready {recovered:.2f}s after promotion")
