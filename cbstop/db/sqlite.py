@@ -8,7 +8,7 @@ seconds: with one connection and one thread, a write waiting in SQLite's busy ha
 up every request of its process, `/readyz` included, for the 10 s of the busy timeout.
 
 The writer waits for the lock without holding its thread either: `BEGIN IMMEDIATE` is tried
-with a short busy timeout (`LOCK_SLICE`), and between tries the unit of work is back on the
+with a short busy timeout (`LOCK_SLICE_MS`), and between tries the unit of work is back on the
 event loop, where it can be cancelled (the drain timeout), until `LOCK_WAIT`; then 503.
 
 Errors are classified by SQLite's result code (`unavailable`): busy, locked, I/O, full,
