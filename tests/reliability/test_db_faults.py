@@ -297,6 +297,33 @@ def test_a_read_only_database_answers_writes_503_serves_reads_and_is_not_ready(
     )
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("servers")
+def test_a_statement_the_schema_refuses_is_a_500_not_an_outage(target: Target) -> None:
+    """A missing table (42P01) is a defect or a migration not run, not the database being
+    down: 500 with its traceback in the log, while /readyz stays 200."""
+    headers = {"Authorization": f"Bearer {secret(world('matrix'), 'key_org_a1')}"}
+    with (
+        running(target.url) as server,
+        httpx.Client(base_url=server.url, headers=headers, timeout=10) as client,
+    ):
+        assert client.get("/v1/integrations/int_a1_orders").status_code == 200
+        with psycopg.connect(target.admin_url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE integration_merchants RENAME TO integration_merchants_x")
+        try:
+            answer = client.get("/v1/integrations/int_a1_orders")
+            assert answer.status_code == 500, answer.text
+            assert envelope_code(answer) == "INTERNAL_ERROR"
+            assert "retry-after" not in answer.headers
+            assert client.get("/readyz").status_code == 200
+            time.sleep(0.2)
+            assert "UndefinedTableError" in server.stderr
+            assert "database unavailable" not in server.stderr
+        finally:
+            with psycopg.connect(target.admin_url, autocommit=True) as conn:
+                conn.execute("ALTER TABLE integration_merchants_x RENAME TO integration_merchants")
+
+
 @pytest.mark.parametrize(
     ("exc", "at_connect", "expected"),
     [
