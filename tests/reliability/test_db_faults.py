@@ -66,12 +66,16 @@ def _admin(sql: str) -> None:
         conn.execute(sql)
 
 
-def _terminate(target: Target, database: str | None = None) -> None:
-    """End every session of the target's role on that database (the server's pool)."""
-    _admin(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        f"WHERE datname = '{database or target.name}' AND usename = '{target.role}'"
-    )
+def _terminate(target: Target) -> None:
+    """End every session of the target's role (the server's pool), and wait until they are
+    gone: pg_terminate_backend only signals, and a backend still alive would serve."""
+    sessions = f"FROM pg_stat_activity WHERE usename = '{target.role}'"
+    _admin(f"SELECT pg_terminate_backend(pid) {sessions}")
+    deadline = time.monotonic() + 5
+    with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as conn:
+        while conn.execute(f"SELECT count(*) {sessions}").fetchone() != (0,):
+            assert time.monotonic() < deadline, "the role's sessions outlived pg_terminate_backend"
+            time.sleep(0.02)
 
 
 @pytest.fixture
