@@ -53,6 +53,15 @@ def _count(url: str) -> int:
     return found
 
 
+def _wait_until_a_unit_of_work_is_in_progress(client: httpx.Client) -> None:
+    """Until the server's metrics show a database unit of work under way (the metrics answer
+    without the database, so this works before the fix too)."""
+    deadline = time.monotonic() + 5
+    while "cbstop_db_pool_in_use 0" in client.get("/metrics").text:
+        assert time.monotonic() < deadline, "the create never reached the database"
+        time.sleep(0.02)
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("servers")
 def test_a_write_waiting_for_the_lock_holds_up_no_read_and_completes_once_it_is_free(
@@ -69,7 +78,7 @@ def test_a_write_waiting_for_the_lock_holds_up_no_read_and_completes_once_it_is_
                 )
             )
             writer.start()
-            time.sleep(0.3)  # the create is at the database now, waiting for the lock
+            _wait_until_a_unit_of_work_is_in_progress(client)  # the create, waiting for the lock
             slowest = 0.0
             for path, auth in [
                 ("/v1/integrations/int_a1_orders", headers),
