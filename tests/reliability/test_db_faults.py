@@ -1,8 +1,9 @@
 """Every database fault is a 503: a PostgreSQL that refuses new connections (not accepting
-them, renamed, dropped, the role may not log in, too many connections) or turns read-only
-answers 503 SERVICE_UNAVAILABLE with Retry-After, in the envelope, `/readyz` included; the
-outage is logged at most once a second, without tracebacks; nothing is written; the service
-recovers by itself. A defect in a statement stays a 500."""
+them, renamed, dropped, the role may not log in, too many connections) or will not write (a
+read-only database, a hot standby) answers 503 SERVICE_UNAVAILABLE with Retry-After in the
+envelope, `/readyz` included; the outage is logged at most once a second, without
+tracebacks; nothing is written; the service recovers by itself. A statement the schema
+refuses (a defect, a migration not run) stays a 500."""
 
 from __future__ import annotations
 
