@@ -10,10 +10,13 @@
      ├── UnsupportedMediaType   415 UNSUPPORTED_MEDIA_TYPE
      ├── MalformedJson          400 MALFORMED_JSON
      ├── MalformedRequest       400 MALFORMED_REQUEST (not valid HTTP: refused by the parser)
+     ├── RequestHeaderFieldsTooLarge
+     │                          431 REQUEST_HEADER_FIELDS_TOO_LARGE (a head over 16 KiB)
      ├── ValidationFailed       422 VALIDATION_ERROR (one entry per problem)
      ├── BusinessRuleViolation  422 DUPLICATE_MERCHANT_IDS | INVALID_MERCHANT_IDS |
      │                              INVALID_INTEGRATION_TYPE | MISSING_UPDATE_FIELDS
-     └── ServiceUnavailable     503 SERVICE_UNAVAILABLE (database down, pool or statement timeout)
+     └── ServiceUnavailable     503 SERVICE_UNAVAILABLE (database down or read-only, pool, statement
+                                    or SQLite write-lock timeout; a connection past the cap)
 
 Services raise them; `cbstop.web.errors.render` turns each into the `{"errors": [...]}`
 envelope, the only place that does. Each class also carries what the OpenAPI document says
