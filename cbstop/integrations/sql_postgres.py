@@ -18,7 +18,7 @@ statement is shaped to plan well without its parameters' values:
     scope's page index, walking every integration of an organisation (5 ms instead of
     0.06 ms once one organisation has 50,000 and the statistics lag). The price: a range
     scan reads the rest of its leaf page, 3-4 us more per lookup than `id = $1` (a PL/pgSQL
-    loop of each statement on its generic plan, 100k world). Probing a key that holds the
+    loop of each statement on its generic plan, 100k world; docs/performance.md). Probing a key that holds the
     scope instead would cost nothing, but only an organisation has one (`(id,
     organisation_id)`), and a generic plan answers `id = $1 AND organisation_id = $2` from
     the organisation's page index (seen again on the 1k world).
