@@ -19,10 +19,11 @@ from cbstop.errors import (
 )
 from cbstop.integrations import repository
 from cbstop.integrations.repository import CreateOutcome, Integration, NewIntegration
+from cbstop.integrations.rules import ID_MAX_LENGTH as MAX_ID_LENGTH
+from cbstop.integrations.rules import is_storable
 from cbstop.integrations.schemas import CUSTOM_ORDERS, IntegrationCreate, IntegrationUpdate
 
 # Ids longer than this, or holding NUL, cannot exist: they are answered 404 without a query.
-MAX_ID_LENGTH = 255
 
 
 def new_integration_id() -> str:
@@ -32,13 +33,7 @@ def new_integration_id() -> str:
 
 def storable(value: str) -> bool:
     """Whether a string could be a stored id (the databases refuse NUL and lone surrogates)."""
-    if "\x00" in value or len(value) > MAX_ID_LENGTH:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return len(value) <= MAX_ID_LENGTH and is_storable(value)
 
 
 def now_micros() -> int:

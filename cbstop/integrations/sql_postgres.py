@@ -18,10 +18,10 @@ statement is shaped to plan well without its parameters' values:
     scope's page index, walking every integration of an organisation (5 ms instead of
     0.06 ms once one organisation has 50,000 and the statistics lag). The price: a range
     scan reads the rest of its leaf page, 3-4 us more per lookup than `id = $1` (a PL/pgSQL
-    loop of each statement on its generic plan, 100k world; docs/performance.md). Probing a key that holds the
-    scope instead would cost nothing, but only an organisation has one (`(id,
-    organisation_id)`), and a generic plan answers `id = $1 AND organisation_id = $2` from
-    the organisation's page index (seen again on the 1k world).
+    loop of each statement on its generic plan, 100k world; docs/performance.md). Probing a
+    key that holds the scope instead would cost nothing, but only an organisation has one
+    (`(id, organisation_id)`), and a generic plan answers `id = $1 AND organisation_id = $2`
+    from the organisation's page index (seen again on the 1k world).
   - An organisation is looked up by a key that holds the scope (`organisations (id,
     partner_id)`, a group's `partner_group_organisations` key): out of scope and missing
     both end at the same probe, finding nothing.
