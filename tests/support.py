@@ -31,6 +31,7 @@ TABLES = (
     "api_keys",
     "organisation_integration_counts",
     "partner_integration_counts",
+    "idempotency_keys",
 )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -108,6 +109,8 @@ integrations = Table(
     Column("type", Text, nullable=False),
     Column("status", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # Changes whenever a value changes; the ETag is derived from it (CONTRACT 3.2).
+    Column("version", BigInteger, nullable=False, server_default=text("1")),
     PrimaryKeyConstraint("id"),
     UniqueConstraint("id", "organisation_id"),
     ForeignKeyConstraint(
@@ -192,4 +195,25 @@ partner_integration_counts = Table(
     PrimaryKeyConstraint("partner_id", "shard"),
     ForeignKeyConstraint(["partner_id"], ["partners.id"]),
     CheckConstraint("n >= 0", name="n"),
+)
+
+# The answers to successful writes made with an Idempotency-Key (CONTRACT 3.1), written in the
+# same statement or transaction as the write itself. `owner` is the key owner
+# (`organisation:<id>` or `partner_group:<id>`); `fingerprint` is SHA-256 of the method, path
+# and canonical body; the answer is stored as sent (status, body bytes, Location, ETag).
+# Rows older than CBSTOP_IDEMPOTENCY_TTL count as absent and are purged in the background.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("owner", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("fingerprint", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("location", Text, nullable=True),
+    Column("etag", Text, nullable=True),
+    PrimaryKeyConstraint("owner", "key"),
+    CheckConstraint("length(key) BETWEEN 1 AND 255", name="key_length"),
+    Index(None, "created_at"),
 )
