@@ -12,11 +12,17 @@
      ├── MalformedRequest       400 MALFORMED_REQUEST (not valid HTTP: refused by the parser)
      ├── RequestHeaderFieldsTooLarge
      │                          431 REQUEST_HEADER_FIELDS_TOO_LARGE (a head over 16 KiB)
+     ├── InvalidIdempotencyKey  400 INVALID_IDEMPOTENCY_KEY
+     ├── IdempotencyKeyInUse    409 IDEMPOTENCY_KEY_IN_USE (its first request still runs after 5 s)
+     ├── PreconditionFailed     412 PRECONDITION_FAILED (If-Match matches nothing)
+     ├── IdempotencyKeyReused   422 IDEMPOTENCY_KEY_REUSED (stored for another request)
      ├── ValidationFailed       422 VALIDATION_ERROR (one entry per problem)
      ├── BusinessRuleViolation  422 DUPLICATE_MERCHANT_IDS | INVALID_MERCHANT_IDS |
      │                              INVALID_INTEGRATION_TYPE | MISSING_UPDATE_FIELDS
      └── ServiceUnavailable     503 SERVICE_UNAVAILABLE (database down or read-only, pool, statement
-                                    or SQLite write-lock timeout; a connection past the cap)
+          │                         or SQLite write-lock timeout; a connection past the cap)
+          └── LockWaitExpired       503, the same answer: a write waited too long for a lock (an
+                                    Idempotency-Key's request turns it into 409)
 
 Services raise them; `cbstop.web.errors.render` turns each into the `{"errors": [...]}`
 envelope, the only place that does. Each class also carries what the OpenAPI document says
@@ -200,3 +206,76 @@ class RequestHeaderFieldsTooLarge(ApiError):
         "The request line and headers are larger than 16 KiB",
     )
     description = "The request target and header fields together are larger than 16 KiB."
+
+
+class LockWaitExpired(ServiceUnavailable):
+    """A write gave up waiting for a lock: a row or key another transaction holds
+    (PostgreSQL's `lock_timeout`), or SQLite's write lock. The same 503 as its parent; a
+    request with an Idempotency-Key retries until its own deadline and then answers 409."""
+
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+
+
+class InvalidIdempotencyKey(ApiError):
+    status, code = 400, "INVALID_IDEMPOTENCY_KEY"
+    message = (
+        "Idempotency-Key must be 1-255 printable ASCII characters (0x21-0x7E), bare or quoted, "
+        "given once"
+    )
+    description = (
+        "`Idempotency-Key` is empty, longer than 255 characters, holds a character outside "
+        "0x21-0x7E, is a broken quoted string, or is given more than once."
+    )
+    example_field = IDEMPOTENCY_KEY
+
+    def __init__(self) -> None:
+        super().__init__(entries=[ErrorEntry(self.code, self.message, IDEMPOTENCY_KEY)])
+
+
+class IdempotencyKeyReused(ApiError):
+    status, code = 422, "IDEMPOTENCY_KEY_REUSED"
+    message = (
+        "This Idempotency-Key was already used for a different request (another method, path "
+        "or body); use a new key for a new request"
+    )
+    description = (
+        "The `Idempotency-Key` is stored for a successful request with another method, path or "
+        "body."
+    )
+    example_field = IDEMPOTENCY_KEY
+
+    def __init__(self) -> None:
+        super().__init__(entries=[ErrorEntry(self.code, self.message, IDEMPOTENCY_KEY)])
+
+
+class IdempotencyKeyInUse(ApiError):
+    status, code = 409, "IDEMPOTENCY_KEY_IN_USE"
+    message = (
+        "A request with this Idempotency-Key is still in progress; retry after Retry-After seconds"
+    )
+    description = (
+        "An earlier request with this `Idempotency-Key` was still in progress after 5 s; "
+        "retry after `Retry-After` seconds to get its answer."
+    )
+    documented_headers = {"Retry-After": "Seconds to wait before retrying."}
+    example_field = IDEMPOTENCY_KEY
+
+    def __init__(self) -> None:
+        super().__init__(
+            entries=[ErrorEntry(self.code, self.message, IDEMPOTENCY_KEY)],
+            headers={"Retry-After": "1"},
+        )
+
+
+class PreconditionFailed(ApiError):
+    status, code = 412, "PRECONDITION_FAILED"
+    message = "If-Match does not match the integration's current ETag; nothing was changed"
+    description = (
+        "`If-Match` matches no current entity tag (weak and malformed tags never match); "
+        "`ETag` gives the current one."
+    )
+    documented_headers = {"ETag": "The integration's current entity tag."}
+
+    def __init__(self, etag: str) -> None:
+        super().__init__(headers={"ETag": etag})

@@ -19,6 +19,11 @@ class DatabaseReadOnly(Exception):
     """The database answers but refuses writes (a standby, a demoted primary, read-only)."""
 
 
+class UniqueViolation(Exception):
+    """A unique key was taken by a concurrent writer (PostgreSQL 23505, SQLite's UNIQUE
+    constraint): the unit of work rolled back, and may be run again."""
+
+
 class Row(Protocol):
     """A result row, readable by position or by column name."""
 
@@ -47,9 +52,13 @@ class Database(Protocol):
 
     dialect: Dialect
 
-    def transaction(self, *, write: bool = False) -> AbstractAsyncContextManager[Connection]:
+    def transaction(
+        self, *, write: bool = False, lock_wait: float | None = None
+    ) -> AbstractAsyncContextManager[Connection]:
         """One unit of work; a unit that writes says `write=True`, which takes SQLite's
-        write lock up front (waiting for it never holds up this process's reads)."""
+        write lock up front (waiting for it never holds up this process's reads). On SQLite
+        a write waits at most `lock_wait` seconds for the lock (default: the database's own
+        limit), then `LockWaitExpired`; PostgreSQL's lock waits end at `lock_timeout`."""
         ...
 
     def connection(self) -> AbstractAsyncContextManager[Connection]:
@@ -58,7 +67,9 @@ class Database(Protocol):
         hot paths. Writes go through `single_statement_write` or `transaction(write=True)`."""
         ...
 
-    def single_statement_write(self) -> AbstractAsyncContextManager[Connection]:
+    def single_statement_write(
+        self, *, lock_wait: float | None = None
+    ) -> AbstractAsyncContextManager[Connection]:
         """A write that the repository makes one statement on PostgreSQL (data-modifying
         CTEs): atomic by itself, so no BEGIN/COMMIT round trips. SQLite has no
         data-modifying CTEs, so there it is a write transaction around several statements."""

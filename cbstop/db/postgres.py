@@ -12,7 +12,10 @@ are, by what the failure is, not by a list of exception classes:
   (`UNAVAILABLE_STATES`: read-only, deadlock, serialization failure, lock not available);
 - a connection-level failure on the client's side (`CONNECTION_LEVEL`).
 
-Everything else — a syntax error (42601), a missing table (42P01), a constraint the
+A lock wait that ran out (`lock_timeout`, 55P03) is `LockWaitExpired`, the same 503, which a
+request with an Idempotency-Key tells apart (its first request may still hold the key). A
+unique key taken by a concurrent writer (23505) is `UniqueViolation`, for the repository to
+handle. Everything else — a syntax error (42601), a missing table (42P01), a constraint the
 repository did not expect — is a defect and stays a 500 with its traceback in the log.
 """
 
@@ -25,9 +28,9 @@ from typing import Any
 
 import asyncpg
 
-from cbstop.db.database import DatabaseReadOnly, Dialect, Row
+from cbstop.db.database import DatabaseReadOnly, Dialect, Row, UniqueViolation
 from cbstop.db.pool import Connection, Pool
-from cbstop.errors import ServiceUnavailable
+from cbstop.errors import LockWaitExpired, ServiceUnavailable
 from cbstop.settings import Settings
 
 # SQLSTATE classes (the first two characters) that mean the database cannot serve now.
@@ -71,6 +74,13 @@ def unavailable(exc: BaseException) -> bool:
         state = str(getattr(exc, "sqlstate", "") or "")
         return state[:2] in UNAVAILABLE_CLASSES or state in UNAVAILABLE_STATES
     return isinstance(exc, CONNECTION_LEVEL)
+
+
+def as_unavailable(exc: BaseException) -> ServiceUnavailable:
+    """The 503 an unavailability stands for: `LockWaitExpired` for a lock wait that ran out."""
+    if getattr(exc, "sqlstate", None) == "55P03":
+        return LockWaitExpired()
+    return ServiceUnavailable()
 
 
 def unavailable_on_connect(exc: BaseException) -> bool:
@@ -134,6 +144,10 @@ class PostgresDatabase:
             max_lifetime=settings.pool_max_lifetime,
             server_settings={
                 "statement_timeout": str(int(settings.statement_timeout * 1000)),
+                # A lock wait ends just before the statement's time would, as 55P03, so it
+                # can be told apart from a slow statement: an Idempotency-Key's duplicate
+                # waits for its first request in slices of this, up to 5 s (CONTRACT 3.1).
+                "lock_timeout": str(max(1, int(settings.statement_timeout * 900))),
                 "idle_in_transaction_session_timeout": "10000",
                 "jit": "off",
                 # Every statement is shaped to plan well without its parameters' values
@@ -151,7 +165,9 @@ class PostgresDatabase:
         return cls(pool, settings)
 
     @asynccontextmanager
-    async def transaction(self, *, write: bool = False) -> AsyncIterator[PostgresConnection]:
+    async def transaction(
+        self, *, write: bool = False, lock_wait: float | None = None
+    ) -> AsyncIterator[PostgresConnection]:
         conn = await self._acquire()
         try:
             tx = conn.transaction()
@@ -166,11 +182,15 @@ class PostgresDatabase:
                     self._pool.discard(conn)
                 raise
             await tx.commit()
+        except asyncpg.UniqueViolationError as exc:
+            raise UniqueViolation(str(exc)) from exc
         except Exception as exc:
             if not unavailable(exc):
                 raise
-            self._pool.discard(conn)
-            raise ServiceUnavailable() from exc
+            failure = as_unavailable(exc)
+            if not isinstance(failure, LockWaitExpired):
+                self._pool.discard(conn)
+            raise failure from exc
         finally:
             self._pool.release(conn)
 
@@ -187,17 +207,23 @@ class PostgresDatabase:
         conn = await self._acquire()
         try:
             yield PostgresConnection(conn)
+        except asyncpg.UniqueViolationError as exc:
+            raise UniqueViolation(str(exc)) from exc
         except Exception as exc:
             if not unavailable(exc):
                 raise
-            # Dead, or on a server that cannot serve (a demoted primary): the next unit of
-            # work gets a new connection, which may reach the new primary.
-            self._pool.discard(conn)
-            raise ServiceUnavailable() from exc
+            failure = as_unavailable(exc)
+            if not isinstance(failure, LockWaitExpired):
+                # Dead, or on a server that cannot serve (a demoted primary): the next unit
+                # of work gets a new connection, which may reach the new primary.
+                self._pool.discard(conn)
+            raise failure from exc
         finally:
             self._pool.release(conn)
 
-    def single_statement_write(self) -> AbstractAsyncContextManager[PostgresConnection]:
+    def single_statement_write(
+        self, *, lock_wait: float | None = None
+    ) -> AbstractAsyncContextManager[PostgresConnection]:
         return self.connection()
 
     async def ping(self) -> None:

@@ -27,8 +27,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppres
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from cbstop.db.database import Dialect, Row
-from cbstop.errors import ServiceUnavailable
+from cbstop.db.database import Dialect, Row, UniqueViolation
+from cbstop.errors import LockWaitExpired, ServiceUnavailable
 
 T = TypeVar("T")
 _PARAM = re.compile(r"\$(\d+)")
@@ -112,7 +112,7 @@ class Lane:
                     async with asyncio.timeout_at(deadline):
                         await self.lock.acquire()
                 except TimeoutError as exc:
-                    raise ServiceUnavailable() from _lock_wait_expired(
+                    raise LockWaitExpired() from _lock_wait_expired(
                         exc, "the process's other writes"
                     )
         finally:
@@ -235,7 +235,9 @@ class SqliteDatabase:
             reader.release()
 
     @asynccontextmanager
-    async def transaction(self, *, write: bool = False) -> AsyncIterator[SqliteConnection]:
+    async def transaction(
+        self, *, write: bool = False, lock_wait: float | None = None
+    ) -> AsyncIterator[SqliteConnection]:
         if not write:
             reader = self._reader
             async with reader.held(), _unit(reader, lambda: reader.run(_begin)) as conn:
@@ -243,13 +245,19 @@ class SqliteDatabase:
             return
         # One deadline for the whole wait: behind this process's other writes, then for
         # the file's lock.
-        deadline = asyncio.get_running_loop().time() + self.lock_wait
+        wait = self.lock_wait if lock_wait is None else lock_wait
+        deadline = asyncio.get_running_loop().time() + wait
         writer = self._writer
-        async with (
-            writer.held(deadline),
-            _unit(writer, lambda: self._begin_immediate(deadline)) as conn,
-        ):
-            yield conn
+        try:
+            async with (
+                writer.held(deadline),
+                _unit(writer, lambda: self._begin_immediate(deadline)) as conn,
+            ):
+                yield conn
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" not in str(exc):
+                raise
+            raise UniqueViolation(str(exc)) from exc
 
     async def _begin_immediate(self, deadline: float) -> None:
         """Take the file's write lock, waiting on the event loop, not in the thread."""
@@ -266,13 +274,15 @@ class SqliteDatabase:
                     await asyncio.sleep(0.001)
                     continue
                 if busy:
-                    raise ServiceUnavailable() from _lock_wait_expired(exc, "the file's write lock")
+                    raise LockWaitExpired() from _lock_wait_expired(exc, "the file's write lock")
                 if unavailable(exc):
                     raise ServiceUnavailable() from exc
                 raise
 
-    def single_statement_write(self) -> AbstractAsyncContextManager[SqliteConnection]:
-        return self.transaction(write=True)
+    def single_statement_write(
+        self, *, lock_wait: float | None = None
+    ) -> AbstractAsyncContextManager[SqliteConnection]:
+        return self.transaction(write=True, lock_wait=lock_wait)
 
     async def ping(self) -> None:
         """A read answers (a write lock held elsewhere is no reason to be unready)."""
