@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     body_timeout: float = Field(default=10.0, gt=0)
     # Connections one worker serves; a request on one past it gets 503 and the connection closes.
     max_connections: int = Field(default=1000, ge=1)
+    # Seconds an Idempotency-Key's answer is kept; past it the key counts as new (CONTRACT 3.1).
+    idempotency_ttl: float = Field(default=86400.0, gt=0)
+    # Seconds between two sweeps that delete expired keys' answers (each process sweeps).
+    idempotency_purge_interval: float = Field(default=60.0, gt=0)
 
     @property
     def is_postgres(self) -> bool:

@@ -18,6 +18,8 @@ import orjson
 from cbstop.db.database import Connection, Row
 from cbstop.db.scope import Scope
 from cbstop.db.tables import COUNT_SHARDS
+from cbstop.idempotency import store
+from cbstop.idempotency.keys import Answer, Keyed
 from cbstop.integrations import sql_postgres as pg
 from cbstop.integrations import sql_sqlite as lite
 
@@ -35,6 +37,8 @@ class Integration(NamedTuple):
     type: str
     status: str
     merchant_ids: list[str]
+    # Changes whenever a value changes: the ETag (CONTRACT 3.2). Not part of the JSON.
+    version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +58,23 @@ class CreateOutcome(Enum):
     CREATED = "created"
     NO_ORGANISATION = "no_organisation"
     INVALID_MERCHANTS = "invalid_merchants"
+    REPLAYED = "replayed"  # the Idempotency-Key already had this request's answer
+
+
+class UpdateOutcome(NamedTuple):
+    """What an update found and did."""
+
+    type: str | None  # None: no such integration in the scope
+    version: int | None  # its version as the update read it
+    updated: Integration | None  # None: unchanged (another type, or If-Match did not allow)
 
 
 def _integration(row: Row, offset: int = 0) -> Integration:
-    """The integration in row[offset : offset + 6] (merchants last)."""
-    values = row[offset : offset + 6]
+    """The integration in row[offset : offset + 7] (merchants, then the version)."""
+    values = row[offset : offset + 7]
     merchants = values[5]
     if isinstance(merchants, str):  # SQLite's json_group_array
-        return Integration._make((*values[:5], orjson.loads(merchants)))
+        return Integration._make((*values[:5], orjson.loads(merchants), values[6]))
     return Integration._make(values)
 
 
@@ -88,8 +101,18 @@ async def organisation_in_scope(conn: Connection, *, scope: Scope, organisation_
     return await conn.fetchrow(sql, organisation_id, scope.id) is not None
 
 
-async def create(conn: Connection, *, scope: Scope, new: NewIntegration) -> CreateOutcome:
-    """Insert the integration if its organisation is in scope and owns every merchant."""
+async def create(
+    conn: Connection,
+    *,
+    scope: Scope,
+    new: NewIntegration,
+    keyed: Keyed | None = None,
+    answer: Answer | None = None,
+) -> tuple[CreateOutcome, Answer | None]:
+    """Insert the integration if its organisation is in scope and owns every merchant, and
+    store `answer` under the request's key in the same unit of work; or, if the key already
+    has this request's answer, write nothing and return it (`store.stored` raises for
+    another request's, or an expired one)."""
     shard = random.randrange(COUNT_SHARDS)
     if conn.dialect == "postgresql":
         row = await conn.fetchrow(
@@ -102,10 +125,19 @@ async def create(conn: Connection, *, scope: Scope, new: NewIntegration) -> Crea
             new.merchant_ids,
             shard,
             scope.id,
+            *_key_args(keyed, answer),
         )
         assert row is not None
+        if keyed is not None:
+            replay = store.stored(keyed, row, 2)
+            if replay is not None:
+                return CreateOutcome.REPLAYED, replay
         found, merchants_ok = row[0], row[1]
     else:
+        if keyed is not None:
+            replay = await store.recall_for_write(conn, keyed)
+            if replay is not None:
+                return CreateOutcome.REPLAYED, replay
         org = await conn.fetchrow(lite.ORGANISATION[scope.kind], new.organisation_id, scope.id)
         found, merchants_ok = org is not None, False
         if org is not None:
@@ -115,11 +147,27 @@ async def create(conn: Connection, *, scope: Scope, new: NewIntegration) -> Crea
             merchants_ok = owned == len(new.merchant_ids)
             if merchants_ok:
                 await _sqlite_insert(conn, new=new, partner_id=org[1], shard=shard)
+                if keyed is not None and answer is not None:
+                    await store.remember(conn, keyed, answer)
     if not found:
-        return CreateOutcome.NO_ORGANISATION
+        return CreateOutcome.NO_ORGANISATION, None
     if not merchants_ok:
-        return CreateOutcome.INVALID_MERCHANTS
-    return CreateOutcome.CREATED
+        return CreateOutcome.INVALID_MERCHANTS, None
+    return CreateOutcome.CREATED, None
+
+
+def _key_args(keyed: Keyed | None, answer: Answer | None) -> tuple[object, ...]:
+    """CREATE's $9-$14: the key (owner NULL: none) and the answer to store under it."""
+    if keyed is None or answer is None:
+        return (None, None, None, None, None, None)
+    return (
+        keyed.owner,
+        keyed.key,
+        keyed.fingerprint,
+        answer.body,
+        answer.location,
+        answer.etag,
+    )
 
 
 async def _sqlite_insert(
@@ -152,18 +200,32 @@ async def update(
     name: str | None,
     status: str | None,
     updatable_type: str,
-) -> tuple[str | None, Integration | None]:
-    """(the integration's type, or None if not in scope; the updated integration, or None if
-    its type is not `updatable_type` and nothing was changed)."""
+    if_match: frozenset[int] | None,
+) -> UpdateOutcome:
+    """Update an integration in the scope if it is of `updatable_type` and its version is
+    one `if_match` allows (None: any)."""
     if conn.dialect == "postgresql":
+        allowed = None if if_match is None else sorted(if_match)
         row = await conn.fetchrow(
-            pg.UPDATE[scope.kind], integration_id, name, status, scope.id, updatable_type
+            pg.UPDATE[scope.kind], integration_id, name, status, scope.id, updatable_type, allowed
         )
         if row is None:
-            return None, None
-        return row[0], None if row[1] is None else _integration(row, 1)
-    found_type = await conn.fetchval(lite.TYPE[scope.kind], integration_id, scope.id)
-    if found_type is None or found_type != updatable_type:
-        return found_type, None
+            return UpdateOutcome(None, None, None)
+        return UpdateOutcome(row[0], row[1], None if row[2] is None else _integration(row, 2))
+    target = await conn.fetchrow(lite.TARGET[scope.kind], integration_id, scope.id)
+    if target is None:
+        return UpdateOutcome(None, None, None)
+    found_type, version = target[0], target[1]
+    if found_type != updatable_type or (if_match is not None and version not in if_match):
+        return UpdateOutcome(found_type, version, None)
     await conn.execute(lite.UPDATE, integration_id, name, status)
-    return found_type, await get(conn, scope=scope, integration_id=integration_id)
+    return UpdateOutcome(
+        found_type, version, await get(conn, scope=scope, integration_id=integration_id)
+    )
+
+
+async def current_version(conn: Connection, *, integration_id: str) -> int | None:
+    """The integration's version now (for the ETag of a 412)."""
+    sql = (pg if conn.dialect == "postgresql" else lite).VERSION
+    value = await conn.fetchval(sql, integration_id)
+    return None if value is None else int(value)

@@ -15,10 +15,18 @@ from cbstop.integrations.schemas import (
     IntegrationOut,
     IntegrationPage,
     IntegrationUpdate,
+    etag,
     represent,
 )
-from cbstop.web.http import Response, json_response
-from cbstop.web.routing import Call, IntParam, Operation, Success
+from cbstop.web.http import (
+    Response,
+    answer_response,
+    entity_tags,
+    headers_joined,
+    json_response,
+    not_modified,
+)
+from cbstop.web.routing import Call, HeaderParam, IntParam, Operation, Success
 
 COLLECTION = "/v1/integrations"
 ITEM = "/v1/integrations/{integration_id}"
@@ -28,6 +36,16 @@ LIMIT = IntParam("limit", "Number of results per page.", default=20, minimum=1, 
 OFFSET = IntParam("offset", "Number of results to skip.", default=0, minimum=0, maximum=10**18)
 _ID = {"integration_id": "Integration ID."}
 _TAGS = ("Integrations",)
+_ETAG = {"ETag": 'The integration\'s entity tag (strong, e.g. `"3"`): send it in `If-Match`.'}
+IF_NONE_MATCH = HeaderParam(
+    "If-None-Match",
+    "`*` or entity tags: 304 Not Modified if one matches the current `ETag` (weak comparison).",
+)
+IF_MATCH = HeaderParam(
+    "If-Match",
+    "`*` or strong entity tags: the update happens only if one matches the current `ETag`; "
+    "otherwise 412 and nothing changes. Weak or malformed tags never match.",
+)
 
 
 async def list_integrations(call: Call) -> Response:
@@ -40,22 +58,48 @@ async def list_integrations(call: Call) -> Response:
 
 async def create_integration(call: Call) -> Response:
     """Create a CUSTOM_ORDERS integration."""
-    created = await service.create_integration(call.db, call.principal, call.body)
-    return json_response(201, represent(created), {"Location": f"{COLLECTION}/{created.id}"})
+    answer, replayed = await service.create_integration(
+        call.db, call.principal, call.body, call.keyed
+    )
+    return answer_response(answer, replayed=replayed)
 
 
 async def get_integration(call: Call) -> Response:
-    """Retrieve one integration by id."""
+    """Retrieve one integration by id; 304 if If-None-Match names its current tag."""
     found = await service.get_integration(call.db, call.principal, call.params["integration_id"])
-    return json_response(200, represent(found))
+    tag = etag(found.version)
+    wanted = entity_tags(headers_joined(call.scope, b"if-none-match"))
+    # Weak comparison (RFC 9110 13.1.2): W/"3" matches "3".
+    if isinstance(wanted, str) or (wanted is not None and any(t == tag for _, t in wanted)):
+        return not_modified(tag)
+    return json_response(200, represent(found), {"ETag": tag})
 
 
 async def update_integration(call: Call) -> Response:
     """Rename and/or disable a CUSTOM_ORDERS integration."""
-    updated = await service.update_integration(
-        call.db, call.principal, call.params["integration_id"], call.body
+    answer, replayed = await service.update_integration(
+        call.db,
+        call.principal,
+        call.params["integration_id"],
+        call.body,
+        if_match=allowed_versions(headers_joined(call.scope, b"if-match")),
+        keyed=call.keyed,
     )
-    return json_response(200, represent(updated))
+    return answer_response(answer, replayed=replayed)
+
+
+def allowed_versions(if_match: str | None) -> frozenset[int] | None:
+    """The versions an If-Match allows: None for any (absent, or `*`); otherwise those of
+    its strong tags that are ours (a weak or foreign tag never matches; ours are versions,
+    far below 18 digits)."""
+    tags = entity_tags(if_match)
+    if tags is None or isinstance(tags, str):  # absent, or ANY_TAG
+        return None
+    return frozenset(
+        int(tag[1:-1])
+        for weak, tag in tags
+        if not weak and tag[1:-1].isascii() and tag[1:-1].isdigit() and len(tag) <= 20
+    )
 
 
 ROUTES = (
@@ -86,14 +130,16 @@ ROUTES = (
         description="Create a `CUSTOM_ORDERS` integration of an organisation the key can "
         "access, linked to merchants of that organisation.",
         ability=WRITE,
+        idempotent=True,
         body=IntegrationCreate,
         body_examples=examples.CREATE_REQUESTS,
         errors=(errors.DuplicateMerchantIds, errors.NotFound, errors.InvalidMerchantIds),
         success=Success(
             201,
-            "Created.",
+            "Created (or, with `Idempotent-Replayed: true`, the answer stored under the "
+            "`Idempotency-Key`).",
             IntegrationOut,
-            headers={"Location": "The new integration's path."},
+            headers={"Location": "The new integration's path.", **_ETAG},
             examples=examples.CREATE_RESPONSES,
         ),
         tags=_TAGS,
@@ -105,9 +151,17 @@ ROUTES = (
         operation_id="getIntegration",
         summary="Get integration by ID",
         ability=READ,
+        headers=(IF_NONE_MATCH,),
         errors=(errors.NotFound,),
         path_params=_ID,
-        success=Success(200, "The integration.", IntegrationOut, examples=examples.GET_RESPONSES),
+        success=Success(
+            200,
+            "The integration.",
+            IntegrationOut,
+            headers=_ETAG,
+            examples=examples.GET_RESPONSES,
+        ),
+        not_modified="`If-None-Match` matches the current `ETag`: no body.",
         tags=_TAGS,
     ),
     Operation(
@@ -119,12 +173,24 @@ ROUTES = (
         description="Rename and/or disable a `CUSTOM_ORDERS` integration: at least one of "
         "`name` and `status` (`DISABLED` only).",
         ability=WRITE,
+        idempotent=True,
+        headers=(IF_MATCH,),
         body=IntegrationUpdate,
         body_examples=examples.UPDATE_REQUESTS,
-        errors=(errors.MissingUpdateFields, errors.NotFound, errors.InvalidIntegrationType),
+        errors=(
+            errors.MissingUpdateFields,
+            errors.NotFound,
+            errors.PreconditionFailed,
+            errors.InvalidIntegrationType,
+        ),
         path_params=_ID,
         success=Success(
-            200, "The updated integration.", IntegrationOut, examples=examples.UPDATE_RESPONSES
+            200,
+            "The updated integration (or, with `Idempotent-Replayed: true`, the answer stored "
+            "under the `Idempotency-Key`).",
+            IntegrationOut,
+            headers=_ETAG,
+            examples=examples.UPDATE_RESPONSES,
         ),
         tags=_TAGS,
     ),

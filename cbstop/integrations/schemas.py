@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -18,6 +19,7 @@ from pydantic import (
     field_validator,
 )
 
+from cbstop.idempotency.keys import Answer
 from cbstop.integrations import rules
 from cbstop.integrations.repository import Integration
 
@@ -115,3 +117,19 @@ def represent(integration: Integration) -> dict[str, Any]:
         "merchant_ids": integration.merchant_ids,
         "links": [{"rel": "self", "uri": f"/v1/integrations/{integration.id}"}],
     }
+
+
+def etag(version: int) -> str:
+    """The strong entity tag of an integration's version (CONTRACT 3.2)."""
+    return f'"{version}"'
+
+
+def written(status: int, integration: Integration) -> Answer:
+    """The answer to a create (201, with `Location`) or an update (200): the representation
+    and its `ETag`. Built before it is sent, so it can be stored under an Idempotency-Key."""
+    return Answer(
+        status,
+        orjson.dumps(represent(integration)),
+        f"/v1/integrations/{integration.id}" if status == 201 else None,
+        etag(integration.version),
+    )

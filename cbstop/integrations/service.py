@@ -9,19 +9,30 @@ import secrets
 import time
 
 from cbstop.auth.service import Principal
-from cbstop.db.database import Database
+from cbstop.db.database import Connection, Database
 from cbstop.errors import (
     DuplicateMerchantIds,
     InvalidIntegrationType,
     InvalidMerchantIds,
     MissingUpdateFields,
     NotFound,
+    PreconditionFailed,
 )
+from cbstop.idempotency import store
+from cbstop.idempotency.keys import Answer, Keyed
 from cbstop.integrations import repository
 from cbstop.integrations.repository import CreateOutcome, Integration, NewIntegration
 from cbstop.integrations.rules import ID_MAX_LENGTH as MAX_ID_LENGTH
 from cbstop.integrations.rules import is_storable
-from cbstop.integrations.schemas import CUSTOM_ORDERS, IntegrationCreate, IntegrationUpdate
+from cbstop.integrations.schemas import (
+    CUSTOM_ORDERS,
+    IntegrationCreate,
+    IntegrationUpdate,
+    etag,
+    written,
+)
+
+FIRST_VERSION = 1  # a new integration's version (the column's default)
 
 # Ids longer than this, or holding NUL, cannot exist: they are answered 404 without a query.
 
@@ -61,9 +72,10 @@ async def list_integrations(
 
 
 async def create_integration(
-    db: Database, principal: Principal, body: IntegrationCreate
-) -> Integration:
-    """Create a CUSTOM_ORDERS integration, all or nothing."""
+    db: Database, principal: Principal, body: IntegrationCreate, keyed: Keyed | None = None
+) -> tuple[Answer, bool]:
+    """Create a CUSTOM_ORDERS integration, all or nothing: (its answer, False); or, if the
+    request's Idempotency-Key already holds this request's answer, (that answer, True)."""
     if len(set(body.merchant_ids)) != len(body.merchant_ids):
         raise DuplicateMerchantIds()
     if not storable(body.organisation_id):
@@ -75,7 +87,7 @@ async def create_integration(
         type=CUSTOM_ORDERS,
         status=body.status,
         merchant_ids=body.merchant_ids,
-        created_at=now_micros(),
+        created_at=keyed.now if keyed is not None else now_micros(),
     )
     if not all(storable(m) for m in body.merchant_ids):
         # Such a merchant cannot exist; the organisation decides between 404 and 422.
@@ -84,36 +96,89 @@ async def create_integration(
                 conn, scope=principal.scope, organisation_id=body.organisation_id
             )
         raise InvalidMerchantIds() if found else NotFound()
-    async with db.single_statement_write() as conn:
-        outcome = await repository.create(conn, scope=principal.scope, new=new)
+    answer = written(
+        201,
+        Integration(
+            new.id,
+            new.organisation_id,
+            new.name,
+            new.type,
+            new.status,
+            list(new.merchant_ids),
+            FIRST_VERSION,
+        ),
+    )
+
+    async def write(lock_wait: float | None) -> tuple[CreateOutcome, Answer | None]:
+        async with db.single_statement_write(lock_wait=lock_wait) as conn:
+            return await repository.create(
+                conn, scope=principal.scope, new=new, keyed=keyed, answer=answer
+            )
+
+    outcome, replay = await store.run_keyed(db, keyed, write)
+    if replay is not None:
+        return replay, True
     if outcome is CreateOutcome.NO_ORGANISATION:
         raise NotFound()
     if outcome is CreateOutcome.INVALID_MERCHANTS:
         raise InvalidMerchantIds()
-    return Integration(
-        new.id, new.organisation_id, new.name, new.type, new.status, list(new.merchant_ids)
-    )
+    return answer, False
 
 
 async def update_integration(
-    db: Database, principal: Principal, integration_id: str, body: IntegrationUpdate
-) -> Integration:
-    """Rename and/or disable a CUSTOM_ORDERS integration; each field atomically."""
+    db: Database,
+    principal: Principal,
+    integration_id: str,
+    body: IntegrationUpdate,
+    *,
+    if_match: frozenset[int] | None = None,
+    keyed: Keyed | None = None,
+) -> tuple[Answer, bool]:
+    """Rename and/or disable a CUSTOM_ORDERS integration, each field atomically, if its
+    version is one `if_match` allows (None: any): (its answer, False); or the answer already
+    stored under the request's Idempotency-Key, (that answer, True).
+
+    Without a key it is one statement on PostgreSQL; with one, a transaction that also stores
+    the answer (a PATCH's answer is known only once the row is updated).
+    """
     if body.name is None and body.status is None:
         raise MissingUpdateFields()
     if not storable(integration_id):
         raise NotFound()
-    async with db.single_statement_write() as conn:
-        found_type, updated = await repository.update(
+
+    async def update(conn: Connection) -> Answer:
+        outcome = await repository.update(
             conn,
             scope=principal.scope,
             integration_id=integration_id,
             name=body.name,
             status=body.status,
             updatable_type=CUSTOM_ORDERS,
+            if_match=if_match,
         )
-    if found_type is None:
-        raise NotFound()
-    if updated is None:
-        raise InvalidIntegrationType()
-    return updated
+        if outcome.type is None:
+            raise NotFound()
+        if outcome.updated is None:
+            # 412 comes before the type (CONTRACT 3.2). The version read may already be
+            # stale (a concurrent PATCH): the 412 gives the one there is now.
+            if if_match is not None and (
+                outcome.version not in if_match or outcome.type == CUSTOM_ORDERS
+            ):
+                now = await repository.current_version(conn, integration_id=integration_id)
+                raise PreconditionFailed(etag(now if now is not None else outcome.version or 0))
+            raise InvalidIntegrationType()
+        return written(200, outcome.updated)
+
+    async def write(lock_wait: float | None) -> tuple[Answer, bool]:
+        if keyed is None:
+            async with db.single_statement_write() as conn:
+                return await update(conn), False
+        async with db.transaction(write=True, lock_wait=lock_wait) as conn:
+            replay = await store.recall_for_write(conn, keyed)
+            if replay is not None:
+                return replay, True
+            answer = await update(conn)
+            await store.remember(conn, keyed, answer)
+            return answer, False
+
+    return await store.run_keyed(db, keyed, write)

@@ -35,7 +35,8 @@ The dicts below hold one statement per scope kind, each written whole.
 
 from __future__ import annotations
 
-from cbstop.db.scope import ScopeKind
+from cbstop.db.scope import SCOPE_KINDS, ScopeKind
+from cbstop.idempotency import store
 
 # --- reads --------------------------------------------------------------------------------
 
@@ -45,14 +46,14 @@ GET: dict[ScopeKind, str] = {
     "organisation": """
 SELECT i.id, i.organisation_id, i.name, i.type, i.status,
        ARRAY(SELECT m.merchant_id FROM integration_merchants m
-             WHERE m.integration_id = i.id ORDER BY m.position)
+             WHERE m.integration_id = i.id ORDER BY m.position), i.version
 FROM (SELECT * FROM integrations WHERE id >= $1 ORDER BY id LIMIT 1) i
 WHERE i.id = $1 AND i.organisation_id = $2
 """,
     "partner": """
 SELECT i.id, i.organisation_id, i.name, i.type, i.status,
        ARRAY(SELECT m.merchant_id FROM integration_merchants m
-             WHERE m.integration_id = i.id ORDER BY m.position)
+             WHERE m.integration_id = i.id ORDER BY m.position), i.version
 FROM (SELECT * FROM integrations WHERE id >= $1 ORDER BY id LIMIT 1) i
 WHERE i.id = $1 AND i.partner_id = $2
 """,
@@ -62,7 +63,7 @@ WHERE i.id = $1 AND i.partner_id = $2
     "group": """
 SELECT i.id, i.organisation_id, i.name, i.type, i.status,
        ARRAY(SELECT m.merchant_id FROM integration_merchants m
-             WHERE m.integration_id = i.id ORDER BY m.position)
+             WHERE m.integration_id = i.id ORDER BY m.position), i.version
 FROM (SELECT * FROM integrations WHERE id >= $1 ORDER BY id LIMIT 1) i
 JOIN LATERAL (
     SELECT 1 FROM partner_group_organisations g
@@ -81,14 +82,14 @@ WITH total AS (
     SELECT COALESCE(SUM(n), 0) AS n FROM organisation_integration_counts
     WHERE organisation_id = $1
 ), page AS (
-    SELECT i.id, i.organisation_id, i.name, i.type, i.status, i.created_at
+    SELECT i.id, i.organisation_id, i.name, i.type, i.status, i.created_at, i.version
     FROM integrations i
     WHERE i.organisation_id = $1
     ORDER BY i.created_at DESC, i.id LIMIT $2 OFFSET $3
 )
 SELECT total.n, i.id, i.organisation_id, i.name, i.type, i.status,
        ARRAY(SELECT m.merchant_id FROM integration_merchants m
-             WHERE m.integration_id = i.id ORDER BY m.position)
+             WHERE m.integration_id = i.id ORDER BY m.position), i.version
 FROM total LEFT JOIN page i ON true
 ORDER BY i.created_at DESC, i.id
 """,
@@ -96,14 +97,14 @@ ORDER BY i.created_at DESC, i.id
 WITH total AS (
     SELECT COALESCE(SUM(n), 0) AS n FROM partner_integration_counts WHERE partner_id = $1
 ), page AS (
-    SELECT i.id, i.organisation_id, i.name, i.type, i.status, i.created_at
+    SELECT i.id, i.organisation_id, i.name, i.type, i.status, i.created_at, i.version
     FROM integrations i
     WHERE i.partner_id = $1
     ORDER BY i.created_at DESC, i.id LIMIT $2 OFFSET $3
 )
 SELECT total.n, i.id, i.organisation_id, i.name, i.type, i.status,
        ARRAY(SELECT m.merchant_id FROM integration_merchants m
-             WHERE m.integration_id = i.id ORDER BY m.position)
+             WHERE m.integration_id = i.id ORDER BY m.position), i.version
 FROM total LEFT JOIN page i ON true
 ORDER BY i.created_at DESC, i.id
 """,
@@ -132,7 +133,7 @@ WITH total AS (
     ) AS yes
 ), page AS (
     SELECT * FROM (
-        SELECT i.id, i.organisation_id, i.name, i.type, i.status, i.created_at
+        SELECT i.id, i.organisation_id, i.name, i.type, i.status, i.created_at, i.version
         FROM integrations i
         WHERE i.partner_id = (SELECT partner_id FROM partner_groups WHERE id = $1)
           AND EXISTS (SELECT 1 FROM partner_group_organisations g
@@ -143,7 +144,7 @@ WITH total AS (
     WHERE (SELECT yes FROM walk_is_cheaper)
     UNION ALL
     SELECT * FROM (
-        SELECT i.id, i.organisation_id, i.name, i.type, i.status, i.created_at
+        SELECT i.id, i.organisation_id, i.name, i.type, i.status, i.created_at, i.version
         FROM (
             SELECT x.id
             FROM partner_group_organisations g
@@ -161,7 +162,7 @@ WITH total AS (
 )
 SELECT total.n, i.id, i.organisation_id, i.name, i.type, i.status,
        ARRAY(SELECT m.merchant_id FROM integration_merchants m
-             WHERE m.integration_id = i.id ORDER BY m.position)
+             WHERE m.integration_id = i.id ORDER BY m.position), i.version
 FROM total LEFT JOIN page i ON true
 ORDER BY i.created_at DESC, i.id
 """,
@@ -184,150 +185,122 @@ WHERE g.partner_group_id = $2 AND g.organisation_id = $1
 
 # --- writes -------------------------------------------------------------------------------
 
-
-# Check the organisation's scope (looked up as ORGANISATION does) and its merchants, insert
-# the integration, its merchant rows and the count increments: all or nothing, one statement.
-# $1 id, $2 organisation id, $3 name, $4 status, $5 created_at, $6 merchant ids (in order),
-# $7 count shard, $8 scope id. Answers (organisation found, every merchant its own).
-CREATE: dict[ScopeKind, str] = {
-    "organisation": """
-WITH org AS (
-    SELECT o.id, o.partner_id FROM organisations o WHERE o.id = $2 AND o.id = $8
-), ok AS (
-    SELECT (SELECT count(*) FROM merchants
-            WHERE organisation_id = org.id AND id = ANY($6::text[])) = cardinality($6::text[])
-           AS merchants_ok
-    FROM org
-), ins AS (
-    INSERT INTO integrations (id, organisation_id, partner_id, name, type, status, created_at)
-    SELECT $1, org.id, org.partner_id, $3, 'CUSTOM_ORDERS', $4, $5 FROM org, ok
-    WHERE ok.merchants_ok
-    RETURNING id, organisation_id, partner_id
-), links AS (
-    INSERT INTO integration_merchants (integration_id, position, merchant_id, organisation_id)
-    SELECT ins.id, m.ord - 1, m.merchant_id, ins.organisation_id
-    FROM ins, unnest($6::text[]) WITH ORDINALITY AS m(merchant_id, ord)
-), org_count AS (
-    INSERT INTO organisation_integration_counts AS c (organisation_id, shard, n)
-    SELECT ins.organisation_id, $7, 1 FROM ins
-    ON CONFLICT (organisation_id, shard) DO UPDATE SET n = c.n + 1
-), partner_count AS (
-    INSERT INTO partner_integration_counts AS c (partner_id, shard, n)
-    SELECT ins.partner_id, $7, 1 FROM ins WHERE ins.partner_id IS NOT NULL
-    ON CONFLICT (partner_id, shard) DO UPDATE SET n = c.n + 1
-)
-SELECT EXISTS (SELECT 1 FROM org), COALESCE((SELECT merchants_ok FROM ok), false)
-""",
-    "partner": """
-WITH org AS (
-    SELECT o.id, o.partner_id FROM organisations o WHERE o.id = $2 AND o.partner_id = $8
-), ok AS (
-    SELECT (SELECT count(*) FROM merchants
-            WHERE organisation_id = org.id AND id = ANY($6::text[])) = cardinality($6::text[])
-           AS merchants_ok
-    FROM org
-), ins AS (
-    INSERT INTO integrations (id, organisation_id, partner_id, name, type, status, created_at)
-    SELECT $1, org.id, org.partner_id, $3, 'CUSTOM_ORDERS', $4, $5 FROM org, ok
-    WHERE ok.merchants_ok
-    RETURNING id, organisation_id, partner_id
-), links AS (
-    INSERT INTO integration_merchants (integration_id, position, merchant_id, organisation_id)
-    SELECT ins.id, m.ord - 1, m.merchant_id, ins.organisation_id
-    FROM ins, unnest($6::text[]) WITH ORDINALITY AS m(merchant_id, ord)
-), org_count AS (
-    INSERT INTO organisation_integration_counts AS c (organisation_id, shard, n)
-    SELECT ins.organisation_id, $7, 1 FROM ins
-    ON CONFLICT (organisation_id, shard) DO UPDATE SET n = c.n + 1
-), partner_count AS (
-    INSERT INTO partner_integration_counts AS c (partner_id, shard, n)
-    SELECT ins.partner_id, $7, 1 FROM ins WHERE ins.partner_id IS NOT NULL
-    ON CONFLICT (partner_id, shard) DO UPDATE SET n = c.n + 1
-)
-SELECT EXISTS (SELECT 1 FROM org), COALESCE((SELECT merchants_ok FROM ok), false)
-""",
-    "group": """
-WITH org AS (
-    SELECT g.organisation_id AS id, g.partner_id FROM partner_group_organisations g
-    WHERE g.partner_group_id = $8 AND g.organisation_id = $2
-), ok AS (
-    SELECT (SELECT count(*) FROM merchants
-            WHERE organisation_id = org.id AND id = ANY($6::text[])) = cardinality($6::text[])
-           AS merchants_ok
-    FROM org
-), ins AS (
-    INSERT INTO integrations (id, organisation_id, partner_id, name, type, status, created_at)
-    SELECT $1, org.id, org.partner_id, $3, 'CUSTOM_ORDERS', $4, $5 FROM org, ok
-    WHERE ok.merchants_ok
-    RETURNING id, organisation_id, partner_id
-), links AS (
-    INSERT INTO integration_merchants (integration_id, position, merchant_id, organisation_id)
-    SELECT ins.id, m.ord - 1, m.merchant_id, ins.organisation_id
-    FROM ins, unnest($6::text[]) WITH ORDINALITY AS m(merchant_id, ord)
-), org_count AS (
-    INSERT INTO organisation_integration_counts AS c (organisation_id, shard, n)
-    SELECT ins.organisation_id, $7, 1 FROM ins
-    ON CONFLICT (organisation_id, shard) DO UPDATE SET n = c.n + 1
-), partner_count AS (
-    INSERT INTO partner_integration_counts AS c (partner_id, shard, n)
-    SELECT ins.partner_id, $7, 1 FROM ins WHERE ins.partner_id IS NOT NULL
-    ON CONFLICT (partner_id, shard) DO UPDATE SET n = c.n + 1
-)
-SELECT EXISTS (SELECT 1 FROM org), COALESCE((SELECT merchants_ok FROM ok), false)
-""",
+# The organisation of a create, looked up as ORGANISATION does ($2 organisation id, $8 scope
+# id), unless the request's Idempotency-Key already has an answer (`stored`).
+_CREATE_ORGANISATION: dict[ScopeKind, str] = {
+    "organisation": "SELECT o.id, o.partner_id FROM organisations o WHERE o.id = $2 AND o.id = $8",
+    "partner": """SELECT o.id, o.partner_id FROM organisations o
+    WHERE o.id = $2 AND o.partner_id = $8""",
+    "group": """SELECT g.organisation_id AS id, g.partner_id FROM partner_group_organisations g
+    WHERE g.partner_group_id = $8 AND g.organisation_id = $2""",
 }
 
-# Set each given field (NULL keeps the stored value) of an integration of the updatable type,
-# in one UPDATE: two concurrent PATCHes of different fields both land, the later one
-# re-reading the row after the first commits. The target is found as GET finds it.
-# $1 id, $2 name or NULL, $3 status or NULL, $4 scope id, $5 the updatable type. No row:
-# not in scope. A row with NULL after the type: found, but of another type; unchanged.
-UPDATE: dict[ScopeKind, str] = {
+
+def _create(kind: ScopeKind) -> str:
+    """Check the organisation's scope and its merchants, insert the integration (version 1),
+    its merchant rows, the count increments and, for a request with an Idempotency-Key, its
+    answer: all or nothing, one statement.
+
+    $1 id, $2 organisation id, $3 name, $4 status, $5 created_at, $6 merchant ids (in order),
+    $7 count shard, $8 scope id; the key: $9 owner (NULL: no key), $10 key, $11 fingerprint,
+    and the answer to store: $12 body, $13 Location, $14 ETag. Answers (organisation found,
+    every merchant its own) and the answer already stored under the key (store.COLUMNS, NULL
+    when there is none), in which case nothing was written.
+    """
+    return f"""
+WITH stored AS (
+    SELECT {store.COLUMNS} FROM idempotency_keys WHERE owner = $9 AND key = $10
+), org AS (
+    SELECT * FROM ({_CREATE_ORGANISATION[kind]}) o WHERE NOT EXISTS (SELECT 1 FROM stored)
+), ok AS (
+    SELECT (SELECT count(*) FROM merchants
+            WHERE organisation_id = org.id AND id = ANY($6::text[])) = cardinality($6::text[])
+           AS merchants_ok
+    FROM org
+), ins AS (
+    INSERT INTO integrations (id, organisation_id, partner_id, name, type, status, created_at)
+    SELECT $1, org.id, org.partner_id, $3, 'CUSTOM_ORDERS', $4, $5 FROM org, ok
+    WHERE ok.merchants_ok
+    RETURNING id, organisation_id, partner_id
+), links AS (
+    INSERT INTO integration_merchants (integration_id, position, merchant_id, organisation_id)
+    SELECT ins.id, m.ord - 1, m.merchant_id, ins.organisation_id
+    FROM ins, unnest($6::text[]) WITH ORDINALITY AS m(merchant_id, ord)
+), org_count AS (
+    INSERT INTO organisation_integration_counts AS c (organisation_id, shard, n)
+    SELECT ins.organisation_id, $7, 1 FROM ins
+    ON CONFLICT (organisation_id, shard) DO UPDATE SET n = c.n + 1
+), partner_count AS (
+    INSERT INTO partner_integration_counts AS c (partner_id, shard, n)
+    SELECT ins.partner_id, $7, 1 FROM ins WHERE ins.partner_id IS NOT NULL
+    ON CONFLICT (partner_id, shard) DO UPDATE SET n = c.n + 1
+), remembered AS (
+    INSERT INTO idempotency_keys
+        (owner, key, fingerprint, created_at, status_code, body, location, etag)
+    SELECT $9, $10, $11, $5, 201, $12, $13, $14 FROM ins WHERE $9::text IS NOT NULL
+)
+SELECT EXISTS (SELECT 1 FROM org), COALESCE((SELECT merchants_ok FROM ok), false), stored.*
+FROM (SELECT 1) one LEFT JOIN stored ON true
+"""
+
+
+CREATE: dict[ScopeKind, str] = {kind: _create(kind) for kind in SCOPE_KINDS}
+
+# The integration a PATCH names, found as GET finds it ($1 id, $4 scope id): its id, type and
+# version.
+_UPDATE_TARGET: dict[ScopeKind, str] = {
     "organisation": """
-WITH target AS (
-    SELECT i.id, i.type
+    SELECT i.id, i.type, i.version
     FROM (SELECT * FROM integrations WHERE id >= $1 ORDER BY id LIMIT 1) i
-    WHERE i.id = $1 AND i.organisation_id = $4
-), upd AS (
-    UPDATE integrations i SET name = COALESCE($2, i.name), status = COALESCE($3, i.status)
-    FROM target WHERE i.id = target.id AND target.type = $5
-    RETURNING i.id, i.organisation_id, i.name, i.type, i.status,
-              ARRAY(SELECT m.merchant_id FROM integration_merchants m
-                    WHERE m.integration_id = i.id ORDER BY m.position)
-)
-SELECT target.type, upd.* FROM target LEFT JOIN upd ON true
-""",
+    WHERE i.id = $1 AND i.organisation_id = $4""",
     "partner": """
-WITH target AS (
-    SELECT i.id, i.type
+    SELECT i.id, i.type, i.version
     FROM (SELECT * FROM integrations WHERE id >= $1 ORDER BY id LIMIT 1) i
-    WHERE i.id = $1 AND i.partner_id = $4
-), upd AS (
-    UPDATE integrations i SET name = COALESCE($2, i.name), status = COALESCE($3, i.status)
-    FROM target WHERE i.id = target.id AND target.type = $5
-    RETURNING i.id, i.organisation_id, i.name, i.type, i.status,
-              ARRAY(SELECT m.merchant_id FROM integration_merchants m
-                    WHERE m.integration_id = i.id ORDER BY m.position)
-)
-SELECT target.type, upd.* FROM target LEFT JOIN upd ON true
-""",
+    WHERE i.id = $1 AND i.partner_id = $4""",
     "group": """
-WITH target AS (
-    SELECT i.id, i.type
+    SELECT i.id, i.type, i.version
     FROM (SELECT * FROM integrations WHERE id >= $1 ORDER BY id LIMIT 1) i
     JOIN LATERAL (
         SELECT 1 FROM partner_group_organisations g
         WHERE g.partner_group_id = $4
           AND g.organisation_id = CASE WHEN i.id = $1 THEN i.organisation_id ELSE '' END
         OFFSET 0
-    ) assigned ON true
+    ) assigned ON true""",
+}
+
+
+def _update(kind: ScopeKind) -> str:
+    """Set each given field (NULL keeps the stored value) of an integration of the updatable
+    type whose version If-Match allows, in one UPDATE, and add 1 to its version if a value
+    changed. Two concurrent PATCHes of different fields both land: the later one re-reads the
+    row after the first commits, and re-checks the version then (so a stale If-Match never
+    overwrites).
+
+    $1 id, $2 name or NULL, $3 status or NULL, $4 scope id, $5 the updatable type, $6 the
+    versions If-Match allows (NULL: any). No row: not in scope. Otherwise (the type, the
+    version as read) and the updated integration, or NULLs if nothing changed: another type,
+    or a version If-Match does not allow.
+    """
+    return f"""
+WITH target AS ({_UPDATE_TARGET[kind]}
 ), upd AS (
-    UPDATE integrations i SET name = COALESCE($2, i.name), status = COALESCE($3, i.status)
-    FROM target WHERE i.id = target.id AND target.type = $5
+    UPDATE integrations i SET name = COALESCE($2, i.name), status = COALESCE($3, i.status),
+        version = i.version + CASE
+            WHEN COALESCE($2, i.name) = i.name AND COALESCE($3, i.status) = i.status THEN 0
+            ELSE 1 END
+    FROM target
+    WHERE i.id = target.id AND target.type = $5
+      AND ($6::bigint[] IS NULL OR i.version = ANY($6::bigint[]))
     RETURNING i.id, i.organisation_id, i.name, i.type, i.status,
               ARRAY(SELECT m.merchant_id FROM integration_merchants m
-                    WHERE m.integration_id = i.id ORDER BY m.position)
+                    WHERE m.integration_id = i.id ORDER BY m.position),
+              i.version
 )
-SELECT target.type, upd.* FROM target LEFT JOIN upd ON true
-""",
-}
+SELECT target.type, target.version, upd.* FROM target LEFT JOIN upd ON true
+"""
+
+
+UPDATE: dict[ScopeKind, str] = {kind: _update(kind) for kind in SCOPE_KINDS}
+
+# $1 id: the version now (the current ETag of a 412), whoever's scope.
+VERSION = "SELECT version FROM integrations WHERE id = $1"

@@ -19,7 +19,7 @@ def _get(kind: ScopeKind) -> str:
 SELECT i.id, i.organisation_id, i.name, i.type, i.status,
        (SELECT json_group_array(merchant_id) FROM (
             SELECT m.merchant_id FROM integration_merchants m
-            WHERE m.integration_id = i.id ORDER BY m.position))
+            WHERE m.integration_id = i.id ORDER BY m.position)), i.version
 FROM integrations i
 WHERE i.id = $1 AND {integration_in_scope(kind, "$2")}
 """
@@ -35,7 +35,7 @@ WITH total AS (
     SELECT COALESCE(SUM(n), 0) AS n FROM organisation_integration_counts
     WHERE organisation_id = $1
 ), page AS (
-    SELECT i.id, i.organisation_id, i.name, i.type, i.status, i.created_at
+    SELECT i.id, i.organisation_id, i.name, i.type, i.status, i.created_at, i.version
     FROM integrations i
     WHERE i.organisation_id = $1
     ORDER BY i.created_at DESC, i.id LIMIT $2 OFFSET $3
@@ -43,7 +43,7 @@ WITH total AS (
 SELECT total.n, i.id, i.organisation_id, i.name, i.type, i.status,
        (SELECT json_group_array(merchant_id) FROM (
             SELECT m.merchant_id FROM integration_merchants m
-            WHERE m.integration_id = i.id ORDER BY m.position))
+            WHERE m.integration_id = i.id ORDER BY m.position)), i.version
 FROM total LEFT JOIN page i ON 1 = 1
 ORDER BY i.created_at DESC, i.id
 """,
@@ -51,7 +51,7 @@ ORDER BY i.created_at DESC, i.id
 WITH total AS (
     SELECT COALESCE(SUM(n), 0) AS n FROM partner_integration_counts WHERE partner_id = $1
 ), page AS (
-    SELECT i.id, i.organisation_id, i.name, i.type, i.status, i.created_at
+    SELECT i.id, i.organisation_id, i.name, i.type, i.status, i.created_at, i.version
     FROM integrations i
     WHERE i.partner_id = $1
     ORDER BY i.created_at DESC, i.id LIMIT $2 OFFSET $3
@@ -59,7 +59,7 @@ WITH total AS (
 SELECT total.n, i.id, i.organisation_id, i.name, i.type, i.status,
        (SELECT json_group_array(merchant_id) FROM (
             SELECT m.merchant_id FROM integration_merchants m
-            WHERE m.integration_id = i.id ORDER BY m.position))
+            WHERE m.integration_id = i.id ORDER BY m.position)), i.version
 FROM total LEFT JOIN page i ON 1 = 1
 ORDER BY i.created_at DESC, i.id
 """,
@@ -70,7 +70,7 @@ WITH total AS (
     JOIN organisation_integration_counts c ON c.organisation_id = g.organisation_id
     WHERE g.partner_group_id = $1
 ), page AS (
-    SELECT i.id, i.organisation_id, i.name, i.type, i.status, i.created_at
+    SELECT i.id, i.organisation_id, i.name, i.type, i.status, i.created_at, i.version
     FROM integrations i
     WHERE EXISTS (SELECT 1 FROM partner_group_organisations g
                   WHERE g.partner_group_id = $1 AND g.organisation_id = i.organisation_id)
@@ -79,7 +79,7 @@ WITH total AS (
 SELECT total.n, i.id, i.organisation_id, i.name, i.type, i.status,
        (SELECT json_group_array(merchant_id) FROM (
             SELECT m.merchant_id FROM integration_merchants m
-            WHERE m.integration_id = i.id ORDER BY m.position))
+            WHERE m.integration_id = i.id ORDER BY m.position)), i.version
 FROM total LEFT JOIN page i ON 1 = 1
 ORDER BY i.created_at DESC, i.id
 """,
@@ -97,15 +97,15 @@ WHERE o.id = $1 AND {organisation_in_scope(kind, "$2")}
 ORGANISATION = {kind: _organisation(kind) for kind in SCOPE_KINDS}
 
 
-def _type(kind: ScopeKind) -> str:
-    """$1 integration id, $2 scope id."""
+def _target(kind: ScopeKind) -> str:
+    """$1 integration id, $2 scope id: its type and version."""
     return f"""
-SELECT i.type FROM integrations i
+SELECT i.type, i.version FROM integrations i
 WHERE i.id = $1 AND {integration_in_scope(kind, "$2")}
 """
 
 
-TYPE = {kind: _type(kind) for kind in SCOPE_KINDS}
+TARGET = {kind: _target(kind) for kind in SCOPE_KINDS}
 
 # $1 organisation id, $2 merchant ids as a JSON array.
 MERCHANTS_OWNED = """
@@ -136,8 +136,14 @@ INSERT INTO partner_integration_counts AS c (partner_id, shard, n) VALUES ($1, $
 ON CONFLICT (partner_id, shard) DO UPDATE SET n = c.n + 1
 """
 
-# $1 id, $2 name or NULL, $3 status or NULL: NULL keeps the stored value.
+# $1 id, $2 name or NULL, $3 status or NULL: NULL keeps the stored value; the version goes
+# up by one if a value changed.
 UPDATE = """
-UPDATE integrations SET name = COALESCE($2, name), status = COALESCE($3, status)
+UPDATE integrations SET name = COALESCE($2, name), status = COALESCE($3, status),
+    version = version + CASE
+        WHEN COALESCE($2, name) = name AND COALESCE($3, status) = status THEN 0 ELSE 1 END
 WHERE id = $1
 """
+
+# $1 id: the version now (the current ETag of a 412).
+VERSION = "SELECT version FROM integrations WHERE id = $1"

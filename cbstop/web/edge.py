@@ -1,11 +1,13 @@
 """The ASGI application: every request, from its scope to the bytes of its answer.
 
 For each request the edge gives it an id, finds its operation in the route table, runs the
-checks the operation declares in the contract's order — key (401), ability (403), query
-(422), body (415/413/400/422) — then its handler; turns every error into the envelope
-through the one renderer; sends `X-Request-Id` and `Cache-Control: no-store` on every
-answer; and writes the access line and the metrics, labelled with the path template.
-It also runs the ASGI lifespan (open the database on startup, close it on shutdown).
+checks the operation declares in the contract's order — key (401), ability (403),
+Idempotency-Key (400), query (422), body (415/413/400/422) — then its handler; for a request
+with an Idempotency-Key, a stored answer comes before any later refusal (CONTRACT 3.1). It
+turns every error into the envelope through the one renderer; sends `X-Request-Id` and
+`Cache-Control: no-store` on every answer; and writes the access line and the metrics,
+labelled with the path template. It also runs the ASGI lifespan (open the database on
+startup, close it on shutdown).
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ import time
 
 from cbstop.errors import (
     ApiError,
+    IdempotencyKeyReused,
     InternalError,
+    InvalidIdempotencyKey,
     MethodNotAllowed,
     NotFound,
     ServiceUnavailable,
     Unauthorised,
 )
+from cbstop.idempotency import store
+from cbstop.idempotency.keys import Answer, Keyed, fingerprint, parse_key
 from cbstop.observability import logging as obs_logging
 from cbstop.observability.logging import log
 from cbstop.web.errors import render
@@ -30,6 +36,7 @@ from cbstop.web.http import (
     Response,
     Scope,
     Send,
+    answer_response,
     common_headers,
     parse_body,
     read_json_object,
@@ -107,18 +114,46 @@ class Edge:
                 principal = await self.state.authenticator.authenticate(authorization)
                 call.principal_ = principal
                 principal.require(op.ability)
+            key = None
+            if op.idempotent:
+                given = sole_header(call.scope, b"idempotency-key")
+                if isinstance(given, Repeated):
+                    raise InvalidIdempotencyKey()
+                key = parse_key(given)
             if op.query:
                 call.query = parse_query(op.query, call.scope["query_string"])
             if op.body is not None:
-                call.body = parse_body(op.body, await read_json_object(call.scope, call.receive))
+                raw = await read_json_object(call.scope, call.receive)
+                if key is not None:
+                    scope = call.scope
+                    call.keyed = Keyed.of(
+                        call.principal.owner,
+                        key,
+                        fingerprint(scope["method"], scope["path"], raw),
+                        self.state.settings.idempotency_ttl,
+                    )
+                call.body = parse_body(op.body, raw)
             return await op.handler(call)
         except ApiError as exc:
+            if call.keyed is not None and _idempotency_precedes(exc):
+                # CONTRACT 3.1: a key's stored answer comes before the checks of 1.6.
+                try:
+                    stored = await self._recall(call.keyed)
+                except ApiError as other:
+                    exc = other
+                else:
+                    if stored is not None:
+                        return answer_response(stored, replayed=True)
             if exc.status == 503:
                 self.state.warn_unavailable(exc)
             return render(exc)
         except Exception:
             log.exception("unhandled error in %s %s", op.method, op.path)
             return render(InternalError())
+
+    async def _recall(self, keyed: Keyed) -> Answer | None:
+        async with self.state.db.connection() as conn:
+            return await store.recall(conn, keyed)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -137,6 +172,13 @@ class Edge:
                 return
 
 
+def _idempotency_precedes(exc: ApiError) -> bool:
+    """Whether a keyed request's stored answer would have come before this refusal: the
+    checks of CONTRACT 1.6 (422, 404) and 412 come after the key's, those of the headers and
+    the body's bytes (401, 403, 400, 413, 415) before it."""
+    return exc.status in (404, 412, 422) and not isinstance(exc, IdempotencyKeyReused)
+
+
 def _cut_short(op: Operation) -> Response:
     """The answer to a request the drain timeout cancelled: 503 in the envelope, and the
     connection closed, rather than uvicorn's plain-text 500 and a traceback per request.
@@ -151,11 +193,15 @@ def _cut_short(op: Operation) -> Response:
 
 
 async def _send(send: Send, response: Response, rid: str, *, head: bool = False) -> None:
-    headers = [
-        (b"content-type", response.content_type),
-        (b"content-length", str(len(response.body)).encode()),
-        *common_headers(rid),
-        *response.headers,
-    ]
+    if response.status == 304:
+        # No content, and no Content-Length: it would have to be the 200's (RFC 9110 8.6).
+        headers = [*common_headers(rid), *response.headers]
+    else:
+        headers = [
+            (b"content-type", response.content_type),
+            (b"content-length", str(len(response.body)).encode()),
+            *common_headers(rid),
+            *response.headers,
+        ]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else response.body})

@@ -18,6 +18,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from cbstop.errors import MalformedJson, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from cbstop.idempotency.keys import Answer
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,6 +56,23 @@ class Response:
 def json_response(status: int, content: Any, headers: dict[str, str] | None = None) -> Response:
     """A response with an orjson-encoded body."""
     return Response(status, orjson.dumps(content), encode_headers(headers))
+
+
+def answer_response(answer: Answer, *, replayed: bool = False) -> Response:
+    """A write's answer; a replayed one (an Idempotency-Key's stored answer) says so."""
+    headers: list[tuple[bytes, bytes]] = []
+    if answer.location is not None:
+        headers.append((b"location", answer.location.encode("latin-1")))
+    if answer.etag is not None:
+        headers.append((b"etag", answer.etag.encode("latin-1")))
+    if replayed:
+        headers.append((b"idempotent-replayed", b"true"))
+    return Response(answer.status, answer.body, headers)
+
+
+def not_modified(etag: str) -> Response:
+    """304: no body, the current `ETag` (the edge sends no Content-Type or -Length)."""
+    return Response(304, b"", [(b"etag", etag.encode("latin-1"))])
 
 
 def encode_headers(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
@@ -102,6 +120,39 @@ def sole_header(scope: Scope, name: bytes) -> str | Repeated | None:
     return found
 
 
+def headers_joined(scope: Scope, name: bytes) -> str | None:
+    """A list header's lines joined into one list (RFC 9110 5.3), or None if absent."""
+    found = [value.decode("latin-1") for key, value in scope["headers"] if key == name]
+    return ", ".join(found) if found else None
+
+
+ANY_TAG = "*"
+# One member of an entity-tag list: optional W/, a quoted opaque tag, then a comma or the end.
+_ENTITY_TAG = re.compile(r'[ \t]*(W/)?("[\x21\x23-\x7e\x80-\xff]*")[ \t]*(?:,|$)')
+
+
+def entity_tags(value: str | None) -> str | list[tuple[bool, str]] | None:
+    """An If-Match or If-None-Match value: None (absent), `ANY_TAG`, or its tags as
+    (weak, opaque tag with its quotes). A malformed member is dropped: it matches nothing."""
+    if value is None:
+        return None
+    if value.strip(" \t") == ANY_TAG:
+        return ANY_TAG
+    tags: list[tuple[bool, str]] = []
+    at = 0
+    while at < len(value):
+        found = _ENTITY_TAG.match(value, at)
+        if found is None:
+            comma = value.find(",", at)
+            if comma < 0:
+                break
+            at = comma + 1
+            continue
+        tags.append((found.group(1) is not None, found.group(2)))
+        at = found.end()
+    return tags
+
+
 def request_id(scope: Scope) -> str:
     """The client's X-Request-Id if it is sane, else a new one."""
     given = header(scope, b"x-request-id")
@@ -114,7 +165,11 @@ class _Huge:
     """An integer too long to be one: refused by every schema type."""
 
     def __init__(self, text: str) -> None:
+        self.text = text
         self.digits = len(text)
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def _parse_int(text: str) -> int | _Huge:

@@ -21,6 +21,10 @@ TITLE = "cbstop — ChargebackStop Integrations API"
 # The methods a client might try on any path; those a path lacks are documented as 405.
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _REF = "#/components/schemas/{model}"
+REPLAYED = {
+    "Idempotent-Replayed": "`true` when this is the answer stored under the request's "
+    "`Idempotency-Key`, replayed; absent on a fresh answer."
+}
 
 ENVELOPE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -136,6 +140,9 @@ def _operation(op: Operation) -> dict[str, Any]:
     parameters = [
         {"name": p.name, "in": "query", "schema": p.schema(), "description": p.description}
         for p in op.query
+    ] + [
+        {"name": h.name, "in": "header", "schema": {"type": "string"}, "description": h.description}
+        for h in op.request_headers
     ]
     if parameters:
         out["parameters"] = parameters
@@ -158,7 +165,12 @@ def _success(op: Operation) -> dict[str, Any]:
         answer["content"] = {"application/json": media}
     if success.headers:
         answer["headers"] = _headers(success.headers)
-    return {str(success.status): answer}
+    if op.idempotent:
+        answer.setdefault("headers", {}).update(_headers(REPLAYED, required=False))
+    out = {str(success.status): answer}
+    if op.not_modified is not None:
+        out["304"] = {"description": op.not_modified, "headers": _headers(success.headers)}
+    return out
 
 
 def _errors(kinds: tuple[type[ApiError], ...]) -> dict[str, Any]:
@@ -206,9 +218,9 @@ def _not_allowed(item: PathItem, method: str) -> dict[str, Any]:
     }
 
 
-def _headers(headers: dict[str, str]) -> dict[str, Any]:
+def _headers(headers: dict[str, str], *, required: bool = True) -> dict[str, Any]:
     return {
-        name: {"description": text, "schema": {"type": "string"}, "required": True}
+        name: {"description": text, "schema": {"type": "string"}, "required": required}
         for name, text in headers.items()
     }
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from cbstop import errors
 from cbstop.auth.service import Principal
 from cbstop.errors import ApiError, ValidationFailed
+from cbstop.idempotency.keys import Keyed
 from cbstop.web.http import Receive, Response, Scope
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ class Call:
     principal_: Principal | None = None
     query: dict[str, Any] = field(default_factory=dict)
     body: Any = None
+    # The request's Idempotency-Key, owner and fingerprint, if it sent a key.
+    keyed: Keyed | None = None
 
     @property
     def principal(self) -> Principal:
@@ -116,6 +119,22 @@ def parse_query(declared: Sequence[IntParam], query_string: bytes) -> dict[str, 
 
 
 @dataclass(frozen=True)
+class HeaderParam:
+    """A request header an operation reads, for the OpenAPI document."""
+
+    name: str
+    description: str
+
+
+IDEMPOTENCY_KEY = HeaderParam(
+    "Idempotency-Key",
+    "1-255 printable ASCII characters, bare or quoted. A retry with the same key and the same "
+    "request gets the first success's answer again (`Idempotent-Replayed: true`) and writes "
+    "nothing; kept 24 hours, per key owner.",
+)
+
+
+@dataclass(frozen=True)
 class Example:
     """A named example for the OpenAPI document."""
 
@@ -147,14 +166,25 @@ class Operation:
     description: str = ""
     ability: str | None = None
     query: tuple[IntParam, ...] = ()
+    # Takes an Idempotency-Key (CONTRACT 3.1): the edge parses it and fingerprints the request.
+    idempotent: bool = False
+    # Other request headers the handler reads (documented only).
+    headers: tuple[HeaderParam, ...] = ()
     body: type[BaseModel] | None = None
     body_examples: dict[str, Example] = field(default_factory=dict)
     # The errors the handler itself can raise; those of the checks before it are implied.
     errors: tuple[type[ApiError], ...] = ()
+    # If the handler can answer 304 Not Modified: what the document says of it.
+    not_modified: str | None = None
     path_params: dict[str, str] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
     # Service endpoints (health, metrics, the document itself) stay out of the document.
     documented: bool = True
+
+    @property
+    def request_headers(self) -> tuple[HeaderParam, ...]:
+        """The request headers the document declares."""
+        return ((IDEMPOTENCY_KEY,) if self.idempotent else ()) + self.headers
 
     def raises(self) -> tuple[type[ApiError], ...]:
         """Every error this operation can answer with, in the order the checks run."""
@@ -162,8 +192,12 @@ class Operation:
         found: list[type[ApiError]] = [errors.MalformedRequest, errors.RequestHeaderFieldsTooLarge]
         if self.ability is not None:
             found += [errors.Unauthorised, errors.Forbidden]
+        if self.idempotent:
+            found.append(errors.InvalidIdempotencyKey)
         if self.body is not None:
             found += [errors.UnsupportedMediaType, errors.PayloadTooLarge, errors.MalformedJson]
+        if self.idempotent:
+            found += [errors.IdempotencyKeyReused, errors.IdempotencyKeyInUse]
         if self.body is not None or self.query:
             found.append(errors.ValidationFailed)
         found += self.errors

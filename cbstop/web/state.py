@@ -6,6 +6,7 @@ import time
 
 from cbstop.auth.service import Authenticator
 from cbstop.db.database import Database, open_database
+from cbstop.idempotency.store import Purger
 from cbstop.observability.logging import log
 from cbstop.observability.metrics import Metrics
 from cbstop.settings import Settings
@@ -16,6 +17,7 @@ class AppState:
 
     db: Database
     authenticator: Authenticator
+    purger: Purger | None = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -26,14 +28,20 @@ class AppState:
         self._unwarned = 0
 
     async def start(self) -> None:
-        """Open the database (connections open on demand: a database that is down is fine)."""
+        """Open the database (connections open on demand: a database that is down is fine),
+        and start purging expired idempotency keys in the background."""
         self.db = await open_database(self.settings.database_url, self.settings)
         self.authenticator = Authenticator(
             self.db, self.settings.key_secret, self.settings.key_cache_ttl
         )
+        settings = self.settings
+        self.purger = Purger(self.db, settings.idempotency_ttl, settings.idempotency_purge_interval)
+        self.purger.start()
 
     async def stop(self) -> None:
-        """Close the database."""
+        """Stop purging expired idempotency keys; close the database."""
+        if self.purger is not None:
+            await self.purger.stop()
         await self.db.close()
 
     def warn_unavailable(self, exc: Exception) -> None:

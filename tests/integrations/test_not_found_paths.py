@@ -144,8 +144,8 @@ def test_patch_of_another_tenants_integration_takes_the_path_of_a_missing_one(
     matrix_url: str, kind: ScopeKind
 ) -> None:
     outside = _outside(kind, SAME_PARTNER, OTHER_TENANT)
-    runs = [(i, "Renamed", None, SCOPES[kind], "CUSTOM_ORDERS") for i in [NOWHERE, *outside]]
-    types = "text, text, text, text, text"
+    runs = [(i, "Renamed", None, SCOPES[kind], "CUSTOM_ORDERS", None) for i in [NOWHERE, *outside]]
+    types = "text, text, text, text, text, bigint[]"
     nowhere, *elsewhere = _paths(matrix_url, sql_postgres.UPDATE[kind], types, runs)
     assert elsewhere == [nowhere] * len(outside)
 
@@ -166,10 +166,11 @@ def test_create_in_another_tenants_organisation_takes_the_path_of_a_missing_one(
 ) -> None:
     outside = _outside(kind, UNASSIGNED_ORGANISATION, OTHER_ORGANISATION)
     runs = [
-        ("int_new", o, "New", "ENABLED", 1, ["mrch_a1_1"], 0, SCOPES[kind])
+        ("int_new", o, "New", "ENABLED", 1, ["mrch_a1_1"], 0, SCOPES[kind], *[None] * 6)
         for o in [NOWHERE_ORGANISATION, *outside]
     ]
-    types = "text, text, text, text, bigint, text[], integer, text"
+    types = "text, text, text, text, bigint, text[], integer, text, text, text, bytea, bytea, "
+    types += "text, text"
     nowhere, *elsewhere = _paths(matrix_url, sql_postgres.CREATE[kind], types, runs)
     assert elsewhere == [nowhere] * len(outside)
 
