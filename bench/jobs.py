@@ -1,16 +1,19 @@
 """The scenarios as wrk jobs: which server runs which Lua script with which arguments, and the
-one request each must answer correctly before it is worth timing (see docs/performance.md)."""
+requests each must answer correctly before it is worth timing (see docs/performance.md)."""
 
 from __future__ import annotations
 
 import argparse
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
-from bench.procs import BenchError, Server
+from bench.procs import BenchError, Server, log
 from bench.report import (
     BARE_GET,
     BASELINE,
@@ -32,22 +35,66 @@ CBSTOP_SCENARIOS = (
     "list_desk",
     "list_deep",
     "create",
+    "post_keyed",
+    "post_replay",
     "patch",
+    "patch_if_match",
     "mix",
 )
 PEER_SCENARIOS = ("get_one", "list_org", "list_admin", "list_desk", "list_deep")
 SQLITE_SCENARIOS = ("get_one", "list_org", "list_admin", "create")
+# Issue 10's safe writes (CONTRACT 3.1, 3.2). A baseline build from before them cannot answer
+# as these checks want; on a baseline server such a job is dropped (logged), not fatal.
+SAFE_WRITE_SCENARIOS = ("post_keyed", "post_replay", "patch_if_match")
+# How many stored answers post_replay sends again in turn.
+REPLAYS = 200
+REPLAYED = "idempotent-replayed"
+BASELINES = (BASELINE, BASELINE_SQLITE)
 
 
 @dataclass(frozen=True)
 class Probe:
-    """One request that must succeed before a scenario is worth timing."""
+    """One request that must succeed before a scenario is worth timing.
+
+    `replayed`: True if the answer must carry `Idempotent-Replayed: true`, False if it must not
+    carry the header, None if it does not matter; `etag`: whether it must carry an `ETag`.
+    """
 
     method: str
     path: str
     key: str | None
     body: dict[str, Any] | None
     status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    replayed: bool | None = None
+    etag: bool = False
+
+    def send(self, client: httpx.Client, job: Job) -> httpx.Response:
+        """The request, its answer checked; a BenchError says what was wrong."""
+        headers = dict(self.headers)
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        content = None
+        if self.body is not None:
+            headers["Content-Type"] = "application/json"
+            content = orjson.dumps(self.body)
+        response = client.request(
+            self.method, job.server.url + self.path, headers=headers, content=content
+        )
+        said = f"{job.server_kind} {job.scenario}: {self.method} {self.path} {self.headers or ''}"
+        if response.status_code != self.status:
+            raise BenchError(
+                f"{said} answered {response.status_code}, expected {self.status}: "
+                f"{response.text[:200]}"
+            )
+        replayed = response.headers.get_list(REPLAYED)
+        if self.replayed is True and replayed != ["true"]:
+            raise BenchError(f"{said}: Idempotent-Replayed is {replayed}, expected ['true']")
+        if self.replayed is False and replayed:
+            raise BenchError(f"{said}: a fresh answer carries Idempotent-Replayed {replayed}")
+        if self.etag and not response.headers.get("etag"):
+            raise BenchError(f"{said}: no ETag in the {response.status_code} answer")
+        return response
 
 
 @dataclass
@@ -60,6 +107,12 @@ class Job:
     script: str
     args: list[str]
     probe: Probe | None
+    # Run before the probe: what the scenario needs in the database, and the checks one probe
+    # cannot make (bench/jobs.py: _prepare_replays, _check_if_match).
+    prepare: Callable[[httpx.Client, Job], None] | None = None
+    # (api key, list path) whose `count` must be the same after every run of the job: a
+    # scenario that must write nothing.
+    unchanged_count: tuple[str, str] | None = None
     measurement: Measurement = field(init=False)
 
     def __post_init__(self) -> None:
@@ -95,6 +148,11 @@ def build_jobs(
     }
     first_get = f"/v1/integrations/{world.org_key_integrations[0]}"
     first_patch = f"/v1/integrations/{world.org_key_custom_integrations[0]}"
+    threads, connections = args.threads, max(args.connections, args.threads)
+    # patch_if_match: each wrk thread needs an id for every one of its connections, and one
+    # more (bench/lua/patch_if_match.lua).
+    per_thread = -(-connections // threads) + 1
+    if_match_fits = len(world.org_key_custom_integrations) // threads >= per_thread
 
     def scenario(kind: str, name: str) -> Job:
         server = servers[kind]
@@ -111,9 +169,52 @@ def build_jobs(
             probe = Probe("POST", "/v1/integrations", world.org_key, create_body, 201)
             args = [world.org_key, world.org_key_organisation, merchants]
             return Job(server, kind, name, "post.lua", args, probe)
+        if name == "post_keyed":
+            # A fresh key: 201, not a replay, with its ETag.
+            fresh = {"Idempotency-Key": f"bench-probe-{secrets.token_hex(8)}"}
+            probe = Probe(
+                "POST", "/v1/integrations", world.org_key, create_body, 201, fresh, False, True
+            )
+            args = [world.org_key, world.org_key_organisation, merchants]
+            return Job(server, kind, name, "post_keyed.lua", args, probe)
+        if name == "post_replay":
+            # The replays' file is written by _prepare_replays, which stores its answers first;
+            # the probe is the first of them again: the stored 201, replayed.
+            replays = work / f"{kind}_replays.txt"
+            keys = [f"bench-replay-{secrets.token_hex(8)}-{i}" for i in range(REPLAYS)]
+            bodies = [{**create_body, "name": f"bench replay {i}"} for i in range(REPLAYS)]
+            first = {"Idempotency-Key": keys[0]}
+            probe = Probe(
+                "POST", "/v1/integrations", world.org_key, bodies[0], 201, first, True, True
+            )
+            args = [world.org_key, str(replays)]
+            return Job(
+                server,
+                kind,
+                name,
+                "post_replay.lua",
+                args,
+                probe,
+                prepare=_replays_preparer(world.org_key, keys, bodies, replays),
+                unchanged_count=(world.org_key, "/v1/integrations?limit=1"),
+            )
         if name == "patch":
             probe = Probe("PATCH", first_patch, world.org_key, {"name": "bench probe"}, 200)
             return Job(server, kind, name, "patch.lua", [world.org_key, custom], probe)
+        if name == "patch_if_match":
+            star = {"If-Match": "*"}
+            body = {"name": "bench probe"}
+            probe = Probe("PATCH", first_patch, world.org_key, body, 200, star, None, True)
+            args = [world.org_key, custom, str(threads)]
+            return Job(
+                server,
+                kind,
+                name,
+                "patch_if_match.lua",
+                args,
+                probe,
+                prepare=_if_match_checker(world.org_key, first_patch),
+            )
         if name == "mix":
             args = [world.org_key, ids, custom, world.org_key_organisation, merchants, LIST]
             return Job(server, kind, name, "mix.lua", args, None)
@@ -143,22 +244,107 @@ def build_jobs(
         plan = [
             (k, s) for k, s in plan if s in args.only or (k == HELLO and "get_one" in args.only)
         ]
+    if not if_match_fits and any(s == "patch_if_match" for _, s in plan):
+        log(
+            f"patch_if_match skipped: {len(world.org_key_custom_integrations)} ids cannot give "
+            f"each of {connections} connections its own (--threads {threads})"
+        )
+        plan = [(k, s) for k, s in plan if s != "patch_if_match"]
     return [scenario(kind, name) for kind, name in plan]
 
 
-def probe(jobs: list[Job]) -> None:
-    """Every scenario's request once, checked, so a broken set-up fails loudly, not slowly."""
-    with httpx.Client(timeout=30.0) as client:
-        for job in jobs:
-            check = job.probe
-            if check is None:
-                continue
-            headers = {"Authorization": f"Bearer {check.key}"} if check.key else {}
-            response = client.request(
-                check.method, job.server.url + check.path, headers=headers, json=check.body
-            )
-            if response.status_code != check.status:
+def _replays_preparer(
+    key: str, keys: list[str], bodies: list[dict[str, Any]], path: Path
+) -> Callable[[httpx.Client, Job], None]:
+    """Store post_replay's answers: each key's POST once, fresh; its file of key TAB body."""
+
+    def prepare(client: httpx.Client, job: Job) -> None:
+        def post(i: int, replayed: bool) -> httpx.Response:
+            headers = {"Idempotency-Key": keys[i]}
+            check = Probe("POST", "/v1/integrations", key, bodies[i], 201, headers, replayed, True)
+            return check.send(client, job)
+
+        first = post(0, False)
+        for i in range(1, len(keys)):
+            post(i, False)
+        lines = [f"{k}\t{orjson.dumps(b).decode()}" for k, b in zip(keys, bodies, strict=True)]
+        write_lines(path, lines)
+        again = post(0, True)
+        for name in ("location", "etag"):
+            if again.headers.get(name) != first.headers.get(name):
                 raise BenchError(
-                    f"{job.server_kind} {job.scenario}: {check.method} {check.path} answered "
-                    f"{response.status_code}, expected {check.status}: {response.text[:200]}"
+                    f"{job.server_kind} {job.scenario}: the replay's {name} is "
+                    f"{again.headers.get(name)!r}, the first answer's {first.headers.get(name)!r}"
                 )
+        if again.content != first.content:
+            raise BenchError(
+                f"{job.server_kind} {job.scenario}: the replay's body differs from the first: "
+                f"{again.text[:200]} / {first.text[:200]}"
+            )
+
+    return prepare
+
+
+def _if_match_checker(key: str, path: str) -> Callable[[httpx.Client, Job], None]:
+    """patch_if_match's chain on one id: `*` matches, then the tag of each 200 matches and a
+    new one comes back, and a stale tag is a 412 carrying the current one."""
+
+    def check(client: httpx.Client, job: Job) -> None:
+        def patch(name: str, if_match: str, status: int) -> httpx.Response:
+            headers = {"If-Match": if_match}
+            return Probe("PATCH", path, key, {"name": name}, status, headers, None, True).send(
+                client, job
+            )
+
+        tag = patch("bench check 1", "*", 200).headers["etag"]
+        new = patch("bench check 2", tag, 200).headers["etag"]
+        if new == tag:
+            raise BenchError(f"{job.server_kind} {job.scenario}: a rename kept the ETag {tag}")
+        current = patch("bench check 3", tag, 412).headers["etag"]
+        if current != new:
+            raise BenchError(
+                f"{job.server_kind} {job.scenario}: the 412 carries ETag {current}, not {new}"
+            )
+
+    return check
+
+
+def scope_count(job: Job) -> int | None:
+    """The `count` that must not change across a run of `job` (None: the job may write)."""
+    if job.unchanged_count is None:
+        return None
+    key, path = job.unchanged_count
+    headers = {"Authorization": f"Bearer {key}"}
+    response = httpx.get(job.server.url + path, headers=headers, timeout=30.0)
+    if response.status_code != 200:
+        raise BenchError(f"{job.server_kind} {job.scenario}: GET {path} {response.status_code}")
+    count: int = response.json()["count"]
+    return count
+
+
+def client_for_checks() -> httpx.Client:
+    """The client of the checks (tests/bench/test_jobs.py gives it a fake API)."""
+    return httpx.Client(timeout=30.0)
+
+
+def probe(jobs: list[Job]) -> list[Job]:
+    """Every scenario's checks once, so a broken set-up fails loudly, not slowly: the jobs to run.
+
+    A baseline build's safe-write scenario that fails its checks is dropped (it predates
+    them); any other failure is fatal.
+    """
+    kept: list[Job] = []
+    with client_for_checks() as client:
+        for job in jobs:
+            try:
+                if job.prepare is not None:
+                    job.prepare(client, job)
+                if job.probe is not None:
+                    job.probe.send(client, job)
+            except BenchError as exc:
+                if job.server_kind in BASELINES and job.scenario in SAFE_WRITE_SCENARIOS:
+                    log(f"dropped, the baseline build cannot run it: {exc}")
+                    continue
+                raise
+            kept.append(job)
+    return kept

@@ -4,9 +4,10 @@ For each world size: generate the world file (cached in bench/results/tmp), crea
 PostgreSQL database, `cbstop migrate` + `cbstop load` it (and a SQLite copy for the smaller
 sizes), start every server at once on its own port (cbstop on PostgreSQL and on SQLite, the
 textbook peer, bare get, bare hello; same uvicorn, same worker count), check each scenario
-answers as it should, warm each up, then run the repeats interleaved (every scenario of every
-server once per round, the order rotated each round) and keep the medians. Results go to
-bench/results/<stamp>.json, .md and .png; see docs/performance.md.
+answers as it should (post_replay first stores the answers it replays), warm each up, then
+run the repeats interleaved (every scenario of every server once per round, the order rotated
+each round) and keep the medians. Results go to bench/results/<stamp>.json, .md and .png;
+see docs/performance.md.
 
 With `--baseline CMD`, another build's `cbstop` serves the same databases beside the current
 one, each of its scenarios paired with the current build's in every round, and the report
@@ -35,7 +36,7 @@ from typing import Any
 import orjson
 
 from bench import compare, report
-from bench.jobs import Job, build_jobs, probe
+from bench.jobs import Job, build_jobs, probe, scope_count
 from bench.procs import (
     BIN,
     PYTHON,
@@ -219,6 +220,7 @@ def serve_argv(url: str, port: int, workers: int, command: list[str] | None = No
 
 
 def _drive(job: Job, wrk: str, args: argparse.Namespace, seconds: int) -> WrkResult:
+    before = scope_count(job)
     result = run_wrk(
         wrk,
         job.server.url,
@@ -232,6 +234,12 @@ def _drive(job: Job, wrk: str, args: argparse.Namespace, seconds: int) -> WrkRes
         raise BenchError(
             f"{job.server_kind} {job.scenario}: every request failed "
             f"({result.requests} sent, {result.status_errors} errors); see {job.server.log_path}"
+        )
+    after = scope_count(job)
+    if before != after:
+        raise BenchError(
+            f"{job.server_kind} {job.scenario}: the integrations in scope went from {before} "
+            f"to {after} in a run that must write nothing; see {job.server.log_path}"
         )
     return result
 
@@ -302,7 +310,7 @@ def run_size(
         jobs = build_jobs(servers, world, work, args)
         for job in jobs:
             job.measurement.size = size
-        probe(jobs)
+        jobs = probe(jobs)
         if args.warmup > 0:
             for job in jobs:
                 _drive(job, wrk, args, args.warmup)
@@ -313,7 +321,7 @@ def run_size(
                 job.measurement.repeats.append(result)
                 log(
                     f"world {size} round {round_ + 1}/{args.repeats}: {job.server_kind:15} "
-                    f"{job.scenario:10} {result.rps:9.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
+                    f"{job.scenario:14} {result.rps:9.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
                     f"p99 {result.p99_ms:7.2f} ms  "
                     f"errors {result.status_errors + result.socket_errors}"
                 )

@@ -27,6 +27,16 @@ function common.start(n)
   return (id * 7919) % n + 1
 end
 
+-- `bytes` random bytes from the kernel, in hex: a name no earlier run of the script used.
+function common.random_hex(bytes)
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local raw = f:read(bytes)
+  f:close()
+  return (string.gsub(raw, ".", function(c)
+    return string.format("%02x", string.byte(c))
+  end))
+end
+
 function common.json_strings(list)
   local quoted = {}
   for i, v in ipairs(list) do
