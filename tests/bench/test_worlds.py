@@ -120,7 +120,10 @@ def _synthetic() -> list[Measurement]:
             _m(size, HELLO, "hello", 10_000),
             _m(size, CBSTOP, "list_admin", admin),
             _m(size, CBSTOP, "create", 400),
+            _m(size, CBSTOP, "post_keyed", 360),
+            _m(size, CBSTOP, "post_replay", 880),
             _m(size, CBSTOP, "patch", 600),
+            _m(size, CBSTOP, "patch_if_match", 560),
             _m(size, PEER, "get_one", 100),
             _m(size, PEER, "list_admin", 200),
             _m(size, CBSTOP_SQLITE, "get_one", 450),
@@ -157,6 +160,19 @@ def test_ratios_and_targets() -> None:
     assert scale.target == 0.8 and scale.reached is False
 
 
+def test_safe_write_ratios_compare_with_their_plain_twins() -> None:
+    ratios = _ratios()
+    keyed = ratios["POST keyed / POST @1k"]
+    assert (keyed.numerator, keyed.denominator) == ("cbstop post_keyed @1k", "cbstop create @1k")
+    assert (keyed.value, keyed.target, keyed.reached) == (0.9, 0.85, True)
+    replay = ratios["POST replayed / GET one @1M"]
+    assert replay.denominator == "cbstop get_one @1M"
+    assert (replay.value, replay.target, replay.reached) == (0.88, 0.9, False)
+    if_match = ratios["PATCH If-Match / PATCH @1k"]
+    assert if_match.denominator == "cbstop patch @1k"
+    assert (if_match.value, if_match.target, if_match.reached) == (0.933, 0.95, False)
+
+
 def test_missing_side_gives_no_value() -> None:
     ratios = {r.name: r for r in report.compute_ratios([_m(1000, CBSTOP, "get_one", 10)])}
     assert ratios["GET one / bare get @1k"].value is None
@@ -178,6 +194,11 @@ def test_markdown_table(tmp_path: Path) -> None:
     text = report.markdown(_results())
     assert "| 1k | cbstop (PostgreSQL) | GET one (org key) | 1,000 | 1.00 | 4.00 | 0 |" in text
     assert "| GET one / bare get @1k |" in text
+    assert "| 1k | cbstop (PostgreSQL) | PATCH rename, If-Match | 560 |" in text
+    assert (
+        "| POST keyed / POST @1k | cbstop post_keyed @1k | cbstop create @1k | 0.900 | ≥ 0.85 "
+        "| reached |" in text
+    )
     assert "**not reached**" in text and "| reached |" in text
     assert "50.0, 60.0" in text
 
