@@ -20,6 +20,7 @@ from bench.report import (
     CBSTOP,
     CBSTOP_SQLITE,
     SCENARIO_LABELS,
+    SCENARIO_TWINS,
     Measurement,
 )
 
@@ -33,10 +34,12 @@ THRESHOLD = 0.95
 
 
 def paired_units(items: Sequence[T], key: Callable[[T], tuple[str, str]]) -> list[list[T]]:
-    """The items to schedule, each current-build one with its baseline twin right after it.
+    """The items to schedule, each current-build one with its baseline twin right after it,
+    and a scenario of SCENARIO_TWINS right after the scenario it is measured against (on the
+    same server: patch_if_match after patch), so a ratio's two sides meet the same machine.
 
-    `key` gives an item's (server kind, scenario). Without a baseline every unit is one item,
-    in the order given.
+    `key` gives an item's (server kind, scenario). Without a baseline or twins every unit is
+    one item, in the order given.
     """
     by_key = {key(item): item for item in items}
     twins = {(COUNTERPART[kind], scenario) for kind, scenario in by_key if kind in COUNTERPART}
@@ -47,11 +50,22 @@ def paired_units(items: Sequence[T], key: Callable[[T], tuple[str, str]]) -> lis
             continue  # scheduled with its current-build twin
         twin = by_key.get((COUNTERPART.get(kind, ""), scenario))
         units.append([item] if twin is None else [item, twin])
-    return units
+    # Then each scenario's unit joins its reference's (same server kind), if that one runs.
+    heads = {key(unit[0]): unit for unit in units}
+    joined: list[list[T]] = []
+    for unit in units:
+        kind, scenario = key(unit[0])
+        reference = heads.get((kind, SCENARIO_TWINS.get(scenario, "")))
+        if reference is not None and reference is not unit:
+            reference.extend(unit)
+        else:
+            joined.append(unit)
+    return joined
 
 
 def round_order(units: Sequence[Sequence[T]], round_: int) -> list[T]:
-    """The order of one round: the units rotated by one per round, a pair's two builds swapped.
+    """The order of one round: the units rotated by one per round, each unit reversed on odd
+    rounds (a pair's two builds swapped, a scenario and its twin swapped).
 
     The rotation is the harness's own (drift on a shared machine hits every scenario alike).
     A pair runs back to back so both builds meet the same machine, and who goes first

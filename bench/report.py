@@ -106,6 +106,9 @@ class Ratio:
     denominator: str
     value: float | None
     target: float | None = None
+    # Numerator ÷ denominator of each round, for two scenarios run back to back in every
+    # round (SCENARIO_TWINS); empty for the others.
+    rounds: tuple[float, ...] = ()
 
     @property
     def reached(self) -> bool | None:
@@ -121,6 +124,7 @@ class Ratio:
             "value": self.value,
             "target": self.target,
             "reached": self.reached,
+            "rounds": list(self.rounds),
         }
 
 
@@ -153,12 +157,19 @@ def _ratio(
     a, b = table.rps(*num), table.rps(*den)
     value = round(a / b, 3) if a is not None and b else None
     label = "{1} {2} @{0}"
+    rounds: tuple[float, ...] = ()
+    if num[0] == den[0] and num[1] == den[1] and SCENARIO_TWINS.get(num[2]) == den[2]:
+        top, bottom = table.by_key.get(num), table.by_key.get(den)
+        if top is not None and bottom is not None:
+            pairs = zip(top.repeats, bottom.repeats, strict=False)
+            rounds = tuple(round(x.rps / y.rps, 3) for x, y in pairs if y.rps)
     return Ratio(
         name,
         label.format(size_label(num[0]), num[1], num[2]),
         label.format(size_label(den[0]), den[1], den[2]),
         value,
         target,
+        rounds,
     )
 
 
@@ -172,6 +183,9 @@ TARGET_VS_PEER = 5.0
 TARGET_KEYED_VS_POST = 0.85
 TARGET_REPLAY_VS_GET = 0.9
 TARGET_IF_MATCH_VS_PATCH = 0.95
+# Scenario -> the scenario of the same server it is measured against; the two run back to back
+# in every round, who goes first alternating (bench/compare.py: paired_units).
+SCENARIO_TWINS = {"post_keyed": "create", "post_replay": "get_one", "patch_if_match": "patch"}
 
 
 def compute_ratios(measurements: list[Measurement]) -> list[Ratio]:
@@ -271,6 +285,24 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {r['name']} | {r['numerator']} | {r['denominator']} | {_fmt(r['value'], 3)} "
             f"| {target} | {_mark(r['reached'])} |"
         )
+    paired = [r for r in ratios if r.get("rounds")]
+    if paired:
+        lines += [
+            "",
+            "## Same-round ratios",
+            "",
+            "The two scenarios of each of these ratios ran back to back in every round, who went "
+            "first alternating; the ratio of each round, and their median (the table above "
+            "divides the medians).",
+            "",
+            "| ratio | each round | median of rounds | target |",
+            "|---|---|---:|---:|",
+        ]
+        for r in paired:
+            target = "" if r["target"] is None else f"≥ {r['target']:g}"
+            each = ", ".join(_fmt(v, 3) for v in r["rounds"])
+            middle = _fmt(statistics.median(r["rounds"]), 3)
+            lines.append(f"| {r['name']} | {each} | {middle} | {target} |")
     if results.get("comparison"):
         lines += _comparison_lines(results["comparison"])
     lines += [

@@ -57,6 +57,48 @@ def test_without_a_baseline_the_order_is_the_plain_rotation() -> None:
         assert compare.round_order(units, round_) == jobs[shift:] + jobs[:shift]
 
 
+def test_a_ratio_s_two_scenarios_run_back_to_back_and_swap_each_round() -> None:
+    items = [
+        (CBSTOP, "get_one"),
+        (CBSTOP, "patch"),
+        (CBSTOP, "patch_if_match"),
+        (CBSTOP, "post_replay"),
+        (CBSTOP_SQLITE, "patch"),  # no twin on SQLite: alone
+        (PEER, "get_one"),
+    ]
+    units = compare.paired_units(items, _kind)
+    assert units == [
+        [(CBSTOP, "get_one"), (CBSTOP, "post_replay")],
+        [(CBSTOP, "patch"), (CBSTOP, "patch_if_match")],
+        [(CBSTOP_SQLITE, "patch")],
+        [(PEER, "get_one")],
+    ]
+    assert compare.round_order(units, 1)[:3] == [
+        (CBSTOP, "patch_if_match"),
+        (CBSTOP, "patch"),
+        (CBSTOP_SQLITE, "patch"),
+    ]
+
+
+def test_with_a_baseline_twins_keep_each_build_pair_together() -> None:
+    items = [
+        (CBSTOP, "create"),
+        (CBSTOP, "post_keyed"),
+        (BASELINE, "create"),
+        (BASELINE, "post_keyed"),
+    ]
+    units = compare.paired_units(items, _kind)
+    assert units == [
+        [(CBSTOP, "create"), (BASELINE, "create"), (CBSTOP, "post_keyed"), (BASELINE, "post_keyed")]
+    ]
+    assert compare.round_order(units, 1) == [
+        (BASELINE, "post_keyed"),
+        (CBSTOP, "post_keyed"),
+        (BASELINE, "create"),
+        (CBSTOP, "create"),
+    ]
+
+
 def _measurements() -> list[Measurement]:
     return [
         _m(1000, CBSTOP, "get_one", 1000, 1100, 900),  # median 1000

@@ -173,6 +173,25 @@ def test_safe_write_ratios_compare_with_their_plain_twins() -> None:
     assert (if_match.value, if_match.target, if_match.reached) == (0.933, 0.95, False)
 
 
+def test_twins_keep_the_ratio_of_every_round() -> None:
+    measurements = [
+        _m(1000, CBSTOP, "patch", 1000, 800, 1200),
+        _m(1000, CBSTOP, "patch_if_match", 1100, 840, 1080),
+        _m(1000, CBSTOP, "get_one", 1000, 1000, 1000),
+    ]
+    ratios = {r.name: r for r in report.compute_ratios(measurements)}
+    assert ratios["PATCH If-Match / PATCH @1k"].rounds == (1.1, 1.05, 0.9)
+    assert ratios["PATCH If-Match / PATCH @1k"].value == 1.08  # 1080 / 1000: the medians
+    assert ratios["PATCH / GET one @1k"].rounds == ()  # not twins: no rounds
+    results = {
+        "meta": {},
+        "measurements": [m.to_json() for m in measurements],
+        "ratios": [r.to_json() for r in ratios.values()],
+    }
+    text = report.markdown(results)
+    assert "| PATCH If-Match / PATCH @1k | 1.100, 1.050, 0.900 | 1.050 | ≥ 0.95 |" in text
+
+
 def test_missing_side_gives_no_value() -> None:
     ratios = {r.name: r for r in report.compute_ratios([_m(1000, CBSTOP, "get_one", 10)])}
     assert ratios["GET one / bare get @1k"].value is None
