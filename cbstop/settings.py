@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     idempotency_ttl: float = Field(default=86400.0, gt=0)
     # Seconds between two sweeps that delete expired keys' answers (each process sweeps).
     idempotency_purge_interval: float = Field(default=60.0, gt=0)
+    # Stored answers each process keeps in memory, for retries that reach it (0: none).
+    idempotency_cache_size: int = Field(default=10_000, ge=0)
 
     @property
     def is_postgres(self) -> bool:

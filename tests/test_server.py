@@ -53,6 +53,7 @@ def test_a_worker_builds_its_app_on_every_field_serve_handed_down(
         max_connections=50,
         idempotency_ttl=5.0,
         idempotency_purge_interval=2.0,
+        idempotency_cache_size=5,
     )
     assert all(getattr(given, f) != d.default for f, d in Settings.model_fields.items())
     monkeypatch.setattr(obs_logging, "configure", lambda: None)  # pytest's logging stays

@@ -109,3 +109,5 @@ class Answer:
     body: bytes
     location: str | None = None
     etag: str | None = None
+    # When it was stored under its key (microseconds since the epoch); None: not stored.
+    stored_at: int | None = None

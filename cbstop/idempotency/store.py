@@ -15,6 +15,10 @@ slices of `lock_timeout`, on SQLite for the file's write lock; then `Idempotency
 Answers older than the TTL count as absent wherever they are read (`Keyed.alive`); a writer
 that finds one deletes it in its own unit of work. `Purger` deletes the rest in the
 background, in small batches, so no request waits on it.
+
+A stored answer never changes until it expires, so each process also keeps the answers it
+stored or recalled last (`AnswerCache`): a retry that reaches the same process is answered
+from memory, before its body is validated, as a recall would have been.
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ def stored(keyed: Keyed, row: Row | None, offset: int = 0) -> Answer | None:
         raise Expired()
     if bytes(fingerprint) != keyed.fingerprint:
         raise IdempotencyKeyReused()
-    return Answer(status, bytes(body), location, etag)
+    return Answer(status, bytes(body), location, etag, created_at)
 
 
 async def recall(conn: Connection, keyed: Keyed) -> Answer | None:
@@ -177,6 +181,40 @@ async def purge(db: Database, cutoff: int) -> int:
         if gone < PURGE_BATCH:
             return total
         await asyncio.sleep(0)  # let requests in between batches
+
+
+class AnswerCache:
+    """The answers this process stored or recalled last, by (owner, key): at most `size`
+    (the oldest go first), each until its key expires. An entry is what the database holds:
+    a stored answer changes only by expiring (a new request under the key after the TTL is
+    stored with a later time, and the old entry has expired by then)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: dict[tuple[str, str], tuple[bytes, int, Answer]] = {}
+
+    def recall(self, keyed: Keyed) -> Answer | None:
+        """This request's answer if it is kept here; `IdempotencyKeyReused` if the key's
+        answer is another request's; None if the key is not kept (or has expired)."""
+        entry = self._entries.get((keyed.owner, keyed.key))
+        if entry is None:
+            return None
+        fingerprint, stored_at, answer = entry
+        if not keyed.alive(stored_at):
+            del self._entries[(keyed.owner, keyed.key)]
+            return None
+        if fingerprint != keyed.fingerprint:
+            raise IdempotencyKeyReused()
+        return answer
+
+    def keep(self, keyed: Keyed, answer: Answer) -> None:
+        """Remember an answer stored under `keyed` (one with `stored_at`)."""
+        if self._size <= 0 or answer.stored_at is None:
+            return
+        entries = self._entries
+        if len(entries) >= self._size:
+            del entries[next(iter(entries))]
+        entries[(keyed.owner, keyed.key)] = (keyed.fingerprint, answer.stored_at, answer)
 
 
 class Purger:

@@ -124,12 +124,14 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def written(status: int, integration: Integration) -> Answer:
+def written(status: int, integration: Integration, stored_at: int | None = None) -> Answer:
     """The answer to a create (201, with `Location`) or an update (200): the representation
-    and its `ETag`. Built before it is sent, so it can be stored under an Idempotency-Key."""
+    and its `ETag`. Built before it is sent, so it can be stored under an Idempotency-Key
+    (at `stored_at`)."""
     return Answer(
         status,
         orjson.dumps(represent(integration)),
         f"/v1/integrations/{integration.id}" if status == 201 else None,
         etag(integration.version),
+        stored_at,
     )

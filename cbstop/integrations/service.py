@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import replace
 
 from cbstop.auth.service import Principal
 from cbstop.db.database import Connection, Database
@@ -107,6 +108,7 @@ async def create_integration(
             list(new.merchant_ids),
             FIRST_VERSION,
         ),
+        stored_at=None if keyed is None else keyed.now,
     )
 
     async def write(lock_wait: float | None) -> tuple[CreateOutcome, Answer | None]:
@@ -177,7 +179,7 @@ async def update_integration(
             replay = await store.recall_for_write(conn, keyed)
             if replay is not None:
                 return replay, True
-            answer = await update(conn)
+            answer = replace(await update(conn), stored_at=keyed.now)
             await store.remember(conn, keyed, answer)
             return answer, False
 

@@ -126,14 +126,20 @@ class Edge:
                 raw = await read_json_object(call.scope, call.receive)
                 if key is not None:
                     scope = call.scope
-                    call.keyed = Keyed.of(
+                    call.keyed = keyed = Keyed.of(
                         call.principal.owner,
                         key,
                         fingerprint(scope["method"], scope["path"], raw),
                         self.state.settings.idempotency_ttl,
                     )
+                    kept = self.state.answers.recall(keyed)
+                    if kept is not None:
+                        return answer_response(kept, replayed=True)
                 call.body = parse_body(op.body, raw)
-            return await op.handler(call)
+            response = await op.handler(call)
+            if call.keyed is not None and response.answer is not None:
+                self.state.answers.keep(call.keyed, response.answer)
+            return response
         except ApiError as exc:
             if call.keyed is not None and _idempotency_precedes(exc):
                 # CONTRACT 3.1: a key's stored answer comes before the checks of 1.6.
@@ -143,6 +149,7 @@ class Edge:
                     exc = other
                 else:
                     if stored is not None:
+                        self.state.answers.keep(call.keyed, stored)
                         return answer_response(stored, replayed=True)
             if exc.status == 503:
                 self.state.warn_unavailable(exc)

@@ -51,6 +51,8 @@ class Response:
     body: bytes
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     content_type: bytes = JSON
+    # A write's answer, for the edge to keep if it was stored under an Idempotency-Key.
+    answer: Answer | None = None
 
 
 def json_response(status: int, content: Any, headers: dict[str, str] | None = None) -> Response:
@@ -67,7 +69,7 @@ def answer_response(answer: Answer, *, replayed: bool = False) -> Response:
         headers.append((b"etag", answer.etag.encode("latin-1")))
     if replayed:
         headers.append((b"idempotent-replayed", b"true"))
-    return Response(answer.status, answer.body, headers)
+    return Response(answer.status, answer.body, headers, answer=answer)
 
 
 def not_modified(etag: str) -> Response:

@@ -6,7 +6,7 @@ import time
 
 from cbstop.auth.service import Authenticator
 from cbstop.db.database import Database, open_database
-from cbstop.idempotency.store import Purger
+from cbstop.idempotency.store import AnswerCache, Purger
 from cbstop.observability.logging import log
 from cbstop.observability.metrics import Metrics
 from cbstop.settings import Settings
@@ -24,6 +24,8 @@ class AppState:
         self.metrics = Metrics()
         self.draining = False
         self.openapi_json = b""
+        # Answers stored under Idempotency-Keys, kept for retries that reach this process.
+        self.answers = AnswerCache(settings.idempotency_cache_size)
         self._last_warning = -1.0e9  # so the first trouble is logged at once
         self._unwarned = 0
 
