@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -32,6 +32,17 @@ STRIPE = "/v1/integrations/int_a1_stripe"
 KEY = "retry-7f3a"
 HEADER = "Idempotency-Key"
 MIB = 1024 * 1024
+
+
+@pytest.fixture(params=[10_000, 0], ids=["answers-kept-in-memory", "answers-from-the-database"])
+def client(
+    request: pytest.FixtureRequest, database_url: str, matrix: dict[str, Any]
+) -> Iterator[TestClient]:
+    """The app over a fresh matrix world, run twice: a retry reaching the process that stored
+    its answer is answered from the process's memory, one reaching another process from the
+    database (`idempotency_cache_size=0`); both are the contract."""
+    with api_client(database_url, matrix, idempotency_cache_size=request.param) as test_client:
+        yield test_client
 
 
 def _send(
