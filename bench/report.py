@@ -256,6 +256,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"wrk {meta.get('threads')} thread(s) x {meta.get('connections')} connections, "
         f"{meta.get('duration')} s per run after a {meta.get('warmup')} s warm-up, "
         f"median of {meta.get('repeats')} interleaved repeat(s)."
+        + "".join(f" Setting `{k}={v}`." for k, v in (meta.get("settings") or {}).items())
         + (" **Smoke run: numbers are not meaningful.**" if meta.get("smoke") else ""),
         "",
         "## Scenarios",

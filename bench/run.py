@@ -111,7 +111,20 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--baseline-label", default=None, help="its name in the report (default: its commit)"
     )
+    p.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="CBSTOP_NAME=VALUE",
+        help="a setting for every server (repeatable), e.g. CBSTOP_IDEMPOTENCY_CACHE_SIZE=0 "
+        "to replay keys from the database only",
+    )
     args = p.parse_args(argv)
+    for setting in args.setting:
+        name, sep, value = setting.partition("=")
+        if not sep or not name.startswith("CBSTOP_"):
+            p.error(f"--setting {setting!r}: give CBSTOP_NAME=VALUE")
+        SETTINGS[name] = value
     args.baseline_command = shlex.split(args.baseline) if args.baseline else None
     if args.smoke:
         args.sizes = args.sizes or [1000]
@@ -160,12 +173,18 @@ def _meta(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         "duration": args.duration,
         "warmup": args.warmup,
         "repeats": args.repeats,
+        "settings": dict(SETTINGS),
         "deep_offset": args.deep_offset,
     }
 
 
+# Settings given with --setting, for every server and command of the run.
+SETTINGS: dict[str, str] = {}
+
+
 def server_env(**extra: str) -> dict[str, str]:
-    """The environment of every server and `cbstop` command: production settings, no access log."""
+    """The environment of every server and `cbstop` command: production settings, no access
+    log, and the run's --setting values."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CBSTOP_")}
     env.update(
         CBSTOP_KEY_SECRET=KEY_SECRET,
@@ -173,6 +192,7 @@ def server_env(**extra: str) -> dict[str, str]:
         CBSTOP_PRODUCTION="true",
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     )
+    env.update(SETTINGS)
     env.update(extra)
     return env
 
