@@ -193,3 +193,41 @@ def running_server(database_url: str, world_data: dict[str, Any] | None) -> Iter
         server.should_exit = True
         thread.join(timeout=20)
         sock.close()
+
+
+# --- reading the OpenAPI document ---------------------------------------------------------
+
+
+def openapi_resolve(document: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI object with its `$ref`s followed."""
+    while "$ref" in item:
+        node: Any = document
+        for part in item["$ref"].removeprefix("#/").split("/"):
+            node = node[part]
+        item = node
+    return item
+
+
+def openapi_operation(document: dict[str, Any], method: str, path: str) -> dict[str, Any]:
+    """The document's operation of `method` (lower case) on `path`."""
+    for declared, item in document["paths"].items():
+        if declared.rstrip("/") == path:
+            operation: dict[str, Any] = item[method]
+            return operation
+    raise KeyError(path)
+
+
+def openapi_header_params(document: dict[str, Any], operation: dict[str, Any]) -> set[str]:
+    """The request headers an operation declares, lower case."""
+    params = [openapi_resolve(document, p) for p in operation.get("parameters", [])]
+    return {p["name"].lower() for p in params if p["in"] == "header"}
+
+
+def openapi_response(
+    document: dict[str, Any], operation: dict[str, Any], status: str
+) -> dict[str, Any]:
+    return openapi_resolve(document, operation["responses"][status])
+
+
+def openapi_response_headers(response: dict[str, Any]) -> set[str]:
+    return {name.lower() for name in response.get("headers", {})}

@@ -17,6 +17,10 @@ from tests.integrations.helpers import (
     auth,
     create_body,
     nothing_changes,
+    openapi_header_params,
+    openapi_operation,
+    openapi_response,
+    openapi_response_headers,
     world,
     world_integration,
 )
@@ -434,36 +438,6 @@ def test_another_key_with_the_old_tag_is_412(client: TestClient, database_url: s
 ONE_PATH = "/v1/integrations/{integration_id}"
 
 
-def _resolve(document: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in item:
-        node: Any = document
-        for part in item["$ref"].removeprefix("#/").split("/"):
-            node = node[part]
-        item = node
-    return item
-
-
-def _operation(document: dict[str, Any], method: str, path: str) -> dict[str, Any]:
-    for declared, item in document["paths"].items():
-        if declared.rstrip("/") == path:
-            operation: dict[str, Any] = item[method]
-            return operation
-    raise KeyError(path)
-
-
-def _header_params(document: dict[str, Any], operation: dict[str, Any]) -> set[str]:
-    params = [_resolve(document, p) for p in operation.get("parameters", [])]
-    return {p["name"].lower() for p in params if p["in"] == "header"}
-
-
-def _response(document: dict[str, Any], operation: dict[str, Any], status: str) -> dict[str, Any]:
-    return _resolve(document, operation["responses"][status])
-
-
-def _response_headers(response: dict[str, Any]) -> set[str]:
-    return {name.lower() for name in response.get("headers", {})}
-
-
 @pytest.fixture(scope="module")
 def document(shared_client: TestClient) -> dict[str, Any]:
     value: dict[str, Any] = shared_client.get("/v1/openapi.json").json()
@@ -477,30 +451,30 @@ def document(shared_client: TestClient) -> dict[str, Any]:
 def test_openapi_declares_the_etag_of_each_answer_with_one_integration(
     document: dict[str, Any], method: str, path: str, status: str
 ) -> None:
-    response = _response(document, _operation(document, method, path), status)
+    response = openapi_response(document, openapi_operation(document, method, path), status)
 
-    assert "etag" in _response_headers(response)
+    assert "etag" in openapi_response_headers(response)
 
 
 def test_openapi_declares_no_etag_on_the_list(document: dict[str, Any]) -> None:
-    response = _response(document, _operation(document, "get", LIST), "200")
+    response = openapi_response(document, openapi_operation(document, "get", LIST), "200")
 
-    assert "etag" not in _response_headers(response)
+    assert "etag" not in openapi_response_headers(response)
 
 
 def test_openapi_declares_if_none_match_and_304_on_get_one(document: dict[str, Any]) -> None:
-    operation = _operation(document, "get", ONE_PATH)
+    operation = openapi_operation(document, "get", ONE_PATH)
 
-    assert "if-none-match" in _header_params(document, operation)
-    not_modified = _response(document, operation, "304")
-    assert "etag" in _response_headers(not_modified)
+    assert "if-none-match" in openapi_header_params(document, operation)
+    not_modified = openapi_response(document, operation, "304")
+    assert "etag" in openapi_response_headers(not_modified)
     assert "content" not in not_modified
 
 
 def test_openapi_declares_if_match_and_412_on_patch(document: dict[str, Any]) -> None:
-    operation = _operation(document, "patch", ONE_PATH)
+    operation = openapi_operation(document, "patch", ONE_PATH)
 
-    assert "if-match" in _header_params(document, operation)
-    failed = _response(document, operation, "412")
+    assert "if-match" in openapi_header_params(document, operation)
+    failed = openapi_response(document, operation, "412")
     assert "PRECONDITION_FAILED" in json.dumps(failed)
-    assert "etag" in _response_headers(failed)
+    assert "etag" in openapi_response_headers(failed)

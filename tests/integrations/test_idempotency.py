@@ -18,6 +18,10 @@ from tests.integrations.helpers import (
     create_body,
     integration_ids,
     nothing_changes,
+    openapi_header_params,
+    openapi_operation,
+    openapi_response,
+    openapi_response_headers,
 )
 from tests.support import api_client, query
 
@@ -817,36 +821,6 @@ def test_unkeyed_patches_apply_each_time_and_store_no_key(
 # --- OpenAPI -----------------------------------------------------------------------------------
 
 
-def _resolve(document: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in item:
-        node: Any = document
-        for part in item["$ref"].removeprefix("#/").split("/"):
-            node = node[part]
-        item = node
-    return item
-
-
-def _operation(document: dict[str, Any], method: str, path: str) -> dict[str, Any]:
-    for declared, item in document["paths"].items():
-        if declared.rstrip("/") == path:
-            operation: dict[str, Any] = item[method]
-            return operation
-    raise KeyError(path)
-
-
-def _header_names(document: dict[str, Any], operation: dict[str, Any]) -> set[str]:
-    params = [_resolve(document, p) for p in operation.get("parameters", [])]
-    return {p["name"].lower() for p in params if p["in"] == "header"}
-
-
-def _response(document: dict[str, Any], operation: dict[str, Any], status: str) -> dict[str, Any]:
-    return _resolve(document, operation["responses"][status])
-
-
-def _response_headers(response: dict[str, Any]) -> set[str]:
-    return {name.lower() for name in response.get("headers", {})}
-
-
 @pytest.mark.parametrize(
     ("method", "path", "success"),
     [("post", LIST, "201"), ("patch", "/v1/integrations/{integration_id}", "200")],
@@ -855,20 +829,22 @@ def test_openapi_declares_idempotency_on_post_and_patch(
     shared_client: TestClient, method: str, path: str, success: str
 ) -> None:
     document = shared_client.get("/v1/openapi.json").json()
-    operation = _operation(document, method, path)
+    operation = openapi_operation(document, method, path)
 
-    assert "idempotency-key" in _header_names(document, operation)
-    ok = _response(document, operation, success)
-    assert "idempotent-replayed" in _response_headers(ok)
-    in_use = _response(document, operation, "409")
+    assert "idempotency-key" in openapi_header_params(document, operation)
+    ok = openapi_response(document, operation, success)
+    assert "idempotent-replayed" in openapi_response_headers(ok)
+    in_use = openapi_response(document, operation, "409")
     assert "IDEMPOTENCY_KEY_IN_USE" in json.dumps(in_use)
-    assert "retry-after" in _response_headers(in_use)
-    assert "IDEMPOTENCY_KEY_REUSED" in json.dumps(_response(document, operation, "422"))
-    assert "INVALID_IDEMPOTENCY_KEY" in json.dumps(_response(document, operation, "400"))
+    assert "retry-after" in openapi_response_headers(in_use)
+    assert "IDEMPOTENCY_KEY_REUSED" in json.dumps(openapi_response(document, operation, "422"))
+    assert "INVALID_IDEMPOTENCY_KEY" in json.dumps(openapi_response(document, operation, "400"))
 
 
 @pytest.mark.parametrize("path", [LIST, "/v1/integrations/{integration_id}"])
 def test_openapi_declares_no_idempotency_key_on_get(shared_client: TestClient, path: str) -> None:
     document = shared_client.get("/v1/openapi.json").json()
 
-    assert "idempotency-key" not in _header_names(document, _operation(document, "get", path))
+    assert "idempotency-key" not in openapi_header_params(
+        document, openapi_operation(document, "get", path)
+    )
