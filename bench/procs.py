@@ -143,11 +143,17 @@ def build_identity(command: Sequence[str], env: dict[str, str], cwd: Path) -> di
     return {"command": " ".join(command), "source": source, "commit": commit}
 
 
-def cbstop(args: Sequence[str], env: dict[str, str]) -> float:
-    """Run one `cbstop` command; its wall time in seconds."""
-    argv = [*cbstop_command(), *args]
+def cbstop(
+    args: Sequence[str],
+    env: dict[str, str],
+    command: Sequence[str] | None = None,
+    cwd: Path = REPO,
+) -> float:
+    """Run one `cbstop` command (of this build, or `command`: another's); its wall time in
+    seconds."""
+    argv = [*(command or cbstop_command()), *args]
     started = time.perf_counter()
-    done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True)
     took = time.perf_counter() - started
     if done.returncode != 0:
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])

@@ -288,6 +288,23 @@ def run_size(
             log(f"world {size}: loaded into SQLite in {took:.1f}s")
             out["loads"].append({"size": size, "database": "sqlite", "seconds": took})
 
+        # The baseline build migrates and loads its own copy of the world: its migrations
+        # may be older than this build's, and a server refuses a database migrated past the
+        # revisions it knows.
+        baseline_urls: dict[str, str] = {}
+        if args.baseline_command:
+            base_env = _baseline_env(args.baseline_command)
+            baseline_urls[url] = create_database(args.postgres, f"{db_name}_baseline")
+            targets = [(url, baseline_urls[url])]
+            if with_sqlite:
+                baseline_urls[sqlite_url] = f"sqlite:///{work / 'baseline.db'}"
+                targets.append((sqlite_url, baseline_urls[sqlite_url]))
+            for _, target in targets:
+                for step in (["migrate"], ["load", str(world_file)]):
+                    cbstop([*step, "--database-url", target], base_env, args.baseline_command, work)
+            vacuum_analyze(baseline_urls[url])
+            log(f"world {size}: loaded the baseline's own copy")
+
         def add(kind: str, argv: list[str], port: int, extra_env: dict[str, str]) -> None:
             servers[kind] = Server(kind, argv, server_env(**extra_env), port, work / f"{kind}.log")
 
@@ -299,10 +316,10 @@ def run_size(
             port = free_port()
             add(kind, serve_argv(database_url, port, w), port, {})
             if args.baseline_command:
-                # Same database, same settings and workers; its own code, run from outside
-                # this checkout (see Server.cwd).
+                # The same world in its own copy, same settings and workers; its own code, run
+                # from outside this checkout (see Server.cwd).
                 port = free_port()
-                argv = serve_argv(database_url, port, w, args.baseline_command)
+                argv = serve_argv(baseline_urls[database_url], port, w, args.baseline_command)
                 servers[baseline_kind] = Server(
                     baseline_kind,
                     argv,
@@ -356,6 +373,8 @@ def run_size(
             server.stop()
         log(f"world {size}: servers stopped in {time.monotonic() - started:.1f}s")
         drop_database(args.postgres, db_name)
+        if args.baseline_command:
+            drop_database(args.postgres, f"{db_name}_baseline")
         if os.environ.get("CBSTOP_BENCH_KEEP_WORKDIR"):
             log(f"kept {work}")
         else:
