@@ -14,7 +14,8 @@ slices of `lock_timeout`, on SQLite for the file's write lock; then `Idempotency
 
 Answers older than the TTL count as absent wherever they are read (`Keyed.alive`); a writer
 that finds one deletes it in its own unit of work. `Purger` deletes the rest in the
-background, in small batches, so no request waits on it.
+background, in small batches, so no request waits on it (on SQLite a write may queue behind
+one batch's few milliseconds).
 
 A stored answer never changes until it expires, so each process also keeps the answers it
 stored or recalled last (`AnswerCache`): a retry that reaches the same process is answered
