@@ -182,17 +182,28 @@ class PostgresDatabase:
                     self._pool.discard(conn)
                 raise
             await tx.commit()
-        except asyncpg.UniqueViolationError as exc:
-            raise UniqueViolation(str(exc)) from exc
         except Exception as exc:
-            if not unavailable(exc):
+            failure = self._failure(conn, exc)
+            if failure is exc:
                 raise
-            failure = as_unavailable(exc)
-            if not isinstance(failure, LockWaitExpired):
-                self._pool.discard(conn)
             raise failure from exc
         finally:
             self._pool.release(conn)
+
+    def _failure(self, conn: Connection, exc: Exception) -> Exception:
+        """What a unit of work that failed with `exc` raises: `UniqueViolation` for a key a
+        concurrent writer took; for the database failing, its 503, the connection dropped
+        unless only a lock wait ran out (dead, or on a server that cannot serve, such as a
+        demoted primary: the next unit of work gets a new connection, which may reach the new
+        primary); otherwise `exc` itself, a defect."""
+        if isinstance(exc, asyncpg.UniqueViolationError):
+            return UniqueViolation(str(exc))
+        if not unavailable(exc):
+            return exc
+        failure = as_unavailable(exc)
+        if not isinstance(failure, LockWaitExpired):
+            self._pool.discard(conn)
+        return failure
 
     async def _acquire(self) -> Connection:
         try:
@@ -207,16 +218,10 @@ class PostgresDatabase:
         conn = await self._acquire()
         try:
             yield PostgresConnection(conn)
-        except asyncpg.UniqueViolationError as exc:
-            raise UniqueViolation(str(exc)) from exc
         except Exception as exc:
-            if not unavailable(exc):
+            failure = self._failure(conn, exc)
+            if failure is exc:
                 raise
-            failure = as_unavailable(exc)
-            if not isinstance(failure, LockWaitExpired):
-                # Dead, or on a server that cannot serve (a demoted primary): the next unit
-                # of work gets a new connection, which may reach the new primary.
-                self._pool.discard(conn)
             raise failure from exc
         finally:
             self._pool.release(conn)

@@ -169,31 +169,25 @@ ORDER BY i.created_at DESC, i.id
 }
 
 
-# $1 organisation id, $2 scope id. Each looks the organisation up by a key holding the scope.
-ORGANISATION: dict[ScopeKind, str] = {
-    "organisation": """
-SELECT o.id, o.partner_id FROM organisations o WHERE o.id = $1 AND o.id = $2
-""",
-    "partner": """
-SELECT o.id, o.partner_id FROM organisations o WHERE o.id = $1 AND o.partner_id = $2
-""",
-    "group": """
+def _organisation(kind: ScopeKind, organisation: str, scope: str) -> str:
+    """The organisation (bind parameter `organisation`) if it is in the scope (`scope`): its
+    id and partner, looked up by a key that holds the scope."""
+    if kind == "organisation":
+        return f"""
+SELECT o.id, o.partner_id FROM organisations o WHERE o.id = {organisation} AND o.id = {scope}"""
+    if kind == "partner":
+        return f"""
+SELECT o.id, o.partner_id FROM organisations o
+WHERE o.id = {organisation} AND o.partner_id = {scope}"""
+    return f"""
 SELECT g.organisation_id AS id, g.partner_id FROM partner_group_organisations g
-WHERE g.partner_group_id = $2 AND g.organisation_id = $1
-""",
-}
+WHERE g.partner_group_id = {scope} AND g.organisation_id = {organisation}"""
+
+
+# $1 organisation id, $2 scope id.
+ORGANISATION: dict[ScopeKind, str] = {kind: _organisation(kind, "$1", "$2") for kind in SCOPE_KINDS}
 
 # --- writes -------------------------------------------------------------------------------
-
-# The organisation of a create, looked up as ORGANISATION does ($2 organisation id, $8 scope
-# id), unless the request's Idempotency-Key already has an answer (`stored`).
-_CREATE_ORGANISATION: dict[ScopeKind, str] = {
-    "organisation": "SELECT o.id, o.partner_id FROM organisations o WHERE o.id = $2 AND o.id = $8",
-    "partner": """SELECT o.id, o.partner_id FROM organisations o
-    WHERE o.id = $2 AND o.partner_id = $8""",
-    "group": """SELECT g.organisation_id AS id, g.partner_id FROM partner_group_organisations g
-    WHERE g.partner_group_id = $8 AND g.organisation_id = $2""",
-}
 
 
 def _create(kind: ScopeKind) -> str:
@@ -202,7 +196,8 @@ def _create(kind: ScopeKind) -> str:
     answer: all or nothing, one statement.
 
     $1 id, $2 organisation id, $3 name, $4 status, $5 created_at, $6 merchant ids (in order),
-    $7 count shard, $8 scope id; the key: $9 owner (NULL: no key), $10 key, $11 fingerprint,
+    $7 count shard, $8 scope id (the organisation is looked up as ORGANISATION does, unless
+    the key already has an answer); the key: $9 owner (NULL: no key), $10 key, $11 fingerprint,
     and the answer to store: $12 body, $13 Location, $14 ETag. Answers (organisation found,
     every merchant its own) and the answer already stored under the key (store.COLUMNS, NULL
     when there is none), in which case nothing was written.
@@ -211,7 +206,7 @@ def _create(kind: ScopeKind) -> str:
 WITH stored AS (
     SELECT {store.COLUMNS} FROM idempotency_keys WHERE owner = $9 AND key = $10
 ), org AS (
-    SELECT * FROM ({_CREATE_ORGANISATION[kind]}) o WHERE NOT EXISTS (SELECT 1 FROM stored)
+    SELECT * FROM ({_organisation(kind, "$2", "$8")}) o WHERE NOT EXISTS (SELECT 1 FROM stored)
 ), ok AS (
     SELECT (SELECT count(*) FROM merchants
             WHERE organisation_id = org.id AND id = ANY($6::text[])) = cardinality($6::text[])
