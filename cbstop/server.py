@@ -41,9 +41,10 @@ class ConfigurationError(Exception):
 
 def check_settings(settings: Settings) -> None:
     """Refuse settings that are unsafe in production."""
-    if settings.production and (
-        settings.key_secret == PLACEHOLDER_KEY_SECRET or len(settings.key_secret) < 16
-    ):
+    secrets = settings.key_secrets
+    if not secrets:
+        raise ConfigurationError("CBSTOP_KEY_SECRET is empty; set a long random secret")
+    if settings.production and any(s == PLACEHOLDER_KEY_SECRET or len(s) < 16 for s in secrets):
         raise ConfigurationError(
             "CBSTOP_PRODUCTION is set but CBSTOP_KEY_SECRET is the placeholder or shorter "
             "than 16 characters; set a long random secret"
@@ -135,7 +136,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None
     )
     # The whole object, not variable by variable: every field reaches every worker, and since
     # every field is in it, no stray CBSTOP_ variable in a worker's environment overrides one.
-    os.environ[WORKER_SETTINGS] = settings.model_dump_json()
+    os.environ[WORKER_SETTINGS] = settings.to_json()
     try:
         if workers > 1:
             # uvicorn's supervisor makes each worker by this module-level name.

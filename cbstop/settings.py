@@ -1,8 +1,15 @@
-"""Service settings: one object, built once and passed into `create_app`."""
+"""Service settings: one object, built once and passed into `create_app`.
+
+Read from `CBSTOP_*` environment variables, then from a `.env` file in the working directory
+(`.env.example` lists every setting); a variable in the environment wins over the file.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any, Literal
+
+import orjson
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./cbstop.db"
@@ -12,11 +19,18 @@ PLACEHOLDER_KEY_SECRET = "cbstop-development-secret-change-me"  # noqa: S105 - a
 class Settings(BaseSettings):
     """Everything the service reads from its environment (prefix `CBSTOP_`)."""
 
-    model_config = SettingsConfigDict(env_prefix="CBSTOP_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="CBSTOP_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
 
     database_url: str = DEFAULT_DATABASE_URL
-    # Keys are stored as HMAC-SHA256(key_secret, key): a leaked table is useless without it.
-    key_secret: str = PLACEHOLDER_KEY_SECRET
+    # Keys are stored as HMAC-SHA256(secret, key): a leaked table is useless without it.
+    # Several secrets, newest first, separated by commas, rotate it (CONTRACT 3.6).
+    key_secret: SecretStr = SecretStr(PLACEHOLDER_KEY_SECRET)
     # Production mode refuses to start with the placeholder secret.
     production: bool = False
     pool_max_size: int = Field(default=10, ge=1)
@@ -33,6 +47,19 @@ class Settings(BaseSettings):
     drain_timeout: float = Field(default=10.0, ge=0)
     # One JSON line per request on stderr.
     access_log: bool = True
+    # Whether /healthz, /readyz and /metrics get access lines too (false: left out).
+    access_log_probes: bool = True
+    # The least severe of the server's own messages that is written (access lines aside).
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    # Seconds an idle kept-alive connection stays open: above the usual load balancer's idle
+    # timeout (60 s), so the balancer, not the server, closes it and never reuses a closed one.
+    keep_alive_timeout: float = Field(default=65.0, gt=0)
+    # Trust X-Forwarded-For/-Proto from `forwarded_allow_ips` (a reverse proxy's addresses,
+    # comma-separated, or "*"): the client address logged is then the proxy's client.
+    proxy_headers: bool = False
+    forwarded_allow_ips: str = "127.0.0.1"
+    # Seconds between two writes of keys' last use (kept to the minute, off the request path).
+    key_last_used_interval: float = Field(default=60.0, gt=0)
     # Seconds a client has to send a request's line and headers, from the connection's opening
     # (or the request's first byte on a kept-alive one); past it the connection is closed.
     header_timeout: float = Field(default=10.0, gt=0)
@@ -46,6 +73,20 @@ class Settings(BaseSettings):
     idempotency_purge_interval: float = Field(default=60.0, gt=0)
     # Stored answers each process keeps in memory, for retries that reach it (0: none).
     idempotency_cache_size: int = Field(default=10_000, ge=0)
+
+    @property
+    def key_secrets(self) -> tuple[str, ...]:
+        """The configured key secrets, newest first."""
+        parts = (p.strip() for p in self.key_secret.get_secret_value().split(","))
+        return tuple(p for p in parts if p)
+
+    def to_json(self) -> str:
+        """Every field, secrets revealed, for `Settings.model_validate_json` in a worker."""
+        values: dict[str, Any] = self.model_dump()
+        for name, value in values.items():
+            if isinstance(value, SecretStr):
+                values[name] = value.get_secret_value()
+        return orjson.dumps(values).decode()
 
     @property
     def is_postgres(self) -> bool:

@@ -54,10 +54,16 @@ def test_a_worker_builds_its_app_on_every_field_serve_handed_down(
         idempotency_ttl=5.0,
         idempotency_purge_interval=2.0,
         idempotency_cache_size=5,
+        access_log_probes=False,
+        log_level="warning",
+        keep_alive_timeout=70.0,
+        proxy_headers=True,
+        forwarded_allow_ips="10.0.0.1",
+        key_last_used_interval=5.0,
     )
     assert all(getattr(given, f) != d.default for f, d in Settings.model_fields.items())
     monkeypatch.setattr(obs_logging, "configure", lambda: None)  # pytest's logging stays
-    monkeypatch.setenv(server.WORKER_SETTINGS, given.model_dump_json())
+    monkeypatch.setenv(server.WORKER_SETTINGS, given.to_json())
     monkeypatch.setenv("CBSTOP_POOL_MAX_SIZE", "9")  # a stray variable does not win
     app = server.app_factory()
     try:
@@ -112,7 +118,7 @@ def test_settings_given_in_code_reach_every_worker_and_the_secret_is_never_logge
     out, err = tmp_path / "stdout", tmp_path / "stderr"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-c", SERVE, given.model_dump_json(), str(port)],
+            [sys.executable, "-c", SERVE, given.to_json(), str(port)],
             env=env,
             cwd=REPO,
             stdout=stdout,

@@ -34,7 +34,7 @@ class AppState:
         and start purging expired idempotency keys in the background."""
         self.db = await open_database(self.settings.database_url, self.settings)
         self.authenticator = Authenticator(
-            self.db, self.settings.key_secret, self.settings.key_cache_ttl
+            self.db, self.settings.key_secrets[0], self.settings.key_cache_ttl
         )
         settings = self.settings
         self.purger = Purger(self.db, settings.idempotency_ttl, settings.idempotency_purge_interval)
