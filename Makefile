@@ -25,8 +25,12 @@ install-runtime:
 	$(DEST)/bin/python -m pip install -q --require-hashes -r requirements.lock
 	$(DEST)/bin/python -m pip install -q --no-deps .
 
+# `make run PORT=8080 HOST=0.0.0.0` to listen elsewhere.
+PORT ?= 8000
+HOST ?= 127.0.0.1
+
 run: install
-	$(BIN)/cbstop serve --demo
+	$(BIN)/cbstop serve --demo --host $(HOST) --port $(PORT)
 
 test: install
 	$(BIN)/pytest -n 2 --dist loadgroup

@@ -30,7 +30,7 @@ app = typer.Typer(
     name="cbstop",
     help="cbstop: the ChargebackStop Integrations API, self-hosted.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -49,6 +49,30 @@ DatabaseUrl = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from cbstop import __version__
+
+        typer.echo(f"cbstop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            help="Print the version and exit.",
+            callback=_show_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """cbstop: the ChargebackStop Integrations API, self-hosted."""
 
 
 class Ability(StrEnum):
@@ -160,6 +184,24 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
     database_url: DatabaseUrl = None,
     workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+    proxy_headers: Annotated[
+        bool | None,
+        typer.Option(
+            "--proxy-headers/--no-proxy-headers",
+            help="Trust X-Forwarded-For and X-Forwarded-Proto from --forwarded-allow-ips "
+            "[default: $CBSTOP_PROXY_HEADERS, then off]",
+            show_default=False,
+        ),
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            help="Proxies trusted with --proxy-headers: comma-separated addresses or '*' "
+            "[default: $CBSTOP_FORWARDED_ALLOW_IPS, then 127.0.0.1]",
+            show_default=False,
+        ),
+    ] = None,
     demo: Annotated[
         bool,
         typer.Option(
@@ -182,6 +224,10 @@ def serve(
                 settings, demo_dir = _prepare_demo(host, port)
             else:
                 settings = _settings(database_url)
+            overrides = {"proxy_headers": proxy_headers, "forwarded_allow_ips": forwarded_allow_ips}
+            settings = settings.model_copy(
+                update={k: v for k, v in overrides.items() if v is not None}
+            )
             from cbstop.server import serve as run_server
 
             run_server(settings, host=host, port=port, workers=workers)
@@ -198,7 +244,7 @@ def _prepare_demo(host: str, port: int) -> tuple[Settings, Path]:
     from cbstop.demo import prepare_demo
 
     settings = Settings()
-    prepared = prepare_demo(settings.key_secret)
+    prepared = prepare_demo(settings.key_secrets[0])
     settings = Settings(database_url=prepared.database_url)
     reach = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104 - compared, not bound
     if ":" in reach:
@@ -243,7 +289,7 @@ def load(
             raise CliError(f"world file {file} does not exist")
         settings = _migrated(database_url)
         summary = load_world_file(
-            settings.database_url, file, key_secret=settings.key_secret, progress=True
+            settings.database_url, file, key_secret=settings.key_secrets[0], progress=True
         )
         typer.echo(f"Loaded {file}: {summary.describe()}.")
 
@@ -283,7 +329,7 @@ def keys_create(
             settings,
             lambda db: create_key(
                 db,
-                settings.key_secret,
+                settings.key_secrets[0],
                 organisation_id=organisation,
                 partner_group_id=partner_group,
                 abilities=abilities,
@@ -347,7 +393,7 @@ def _time(micros: int) -> str:
 def main() -> None:
     """Console-script entry point: usage mistakes are one line too, with where to find help."""
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="cbstop")
     except click_errors.NoArgsIsHelpError as exc:
         # The help is the answer to a bare `cbstop` or `cbstop keys`, not an error.
         if exc.message:

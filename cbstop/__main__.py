@@ -1,0 +1,5 @@
+"""`python -m cbstop`: the `cbstop` command."""
+
+from cbstop.cli import main
+
+main()
