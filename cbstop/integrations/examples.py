@@ -26,6 +26,13 @@ _ORDERS = _integration(
 )
 _STRIPE = _integration("int_def789", "Stripe Main", "STRIPE", "ENABLED", ["mrch_111"])
 
+# Examples 1 and 2 send the same request (with a partner and an organisation key).
+LIST_PARAMETERS = {
+    "limit": Example("Examples 1 and 2", 20),
+    "offset": Example("Examples 1 and 2", 0),
+}
+GET_PARAMETERS = {"integration_id": Example("Example 4", "int_abc123")}
+UPDATE_PARAMETERS = {"integration_id": Example("Example 5", "int_abc123")}
 LIST_RESPONSES = {
     "partner": Example("Example 1: a partner-level key", {"items": [_ORDERS, _STRIPE], "count": 2}),
     "organisation": Example(

@@ -113,6 +113,7 @@ ROUTES = (
         "(creation time, then id). `count` is the total in the key's scope.",
         ability=READ,
         query=(LIMIT, OFFSET),
+        parameter_examples=examples.LIST_PARAMETERS,
         success=Success(
             200,
             "A page, and the total in the key's scope.",
@@ -154,6 +155,7 @@ ROUTES = (
         headers=(IF_NONE_MATCH,),
         errors=(errors.NotFound,),
         path_params=_ID,
+        parameter_examples=examples.GET_PARAMETERS,
         success=Success(
             200,
             "The integration.",
@@ -184,6 +186,7 @@ ROUTES = (
             errors.InvalidIntegrationType,
         ),
         path_params=_ID,
+        parameter_examples=examples.UPDATE_PARAMETERS,
         success=Success(
             200,
             "The updated integration (or, with `Idempotent-Replayed: true`, the answer stored "

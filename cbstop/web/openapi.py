@@ -1,9 +1,11 @@
 """The OpenAPI 3.1 document, built from the route table alone.
 
-Paths, methods, summaries, parameters, bodies, success answers and examples come from each
-`Operation`; its error answers from `Operation.raises()`, grouped by status, with the codes,
-descriptions and headers of the error classes themselves. A known path's other methods are
-documented as 405 with `Allow`. Nothing here names a path or an error code.
+Paths, methods, summaries, tags, parameters, bodies, success answers and examples (the
+specification's, for requests and answers) come from each `Operation`, and so does the ability
+a key needs (`x-required-abilities`, a sentence, and the bearer scheme); its error answers from
+`Operation.raises()`, grouped by status, with the codes, descriptions and headers of the error
+classes themselves. A known path's other methods are documented as 405 with that path's exact
+`Allow`. Nothing here names a path or an error code.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from cbstop.web.errors import envelope
 from cbstop.web.routing import Example, Operation, PathItem, RouteTable
 
 TITLE = "cbstop — ChargebackStop Integrations API"
+NOT_ALLOWED_TAG = "Method not allowed"
 # The methods a client might try on any path; those a path lacks are documented as 405.
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _REF = "#/components/schemas/{model}"
@@ -61,13 +64,18 @@ def build_openapi(table: RouteTable) -> dict[str, Any]:
         if path_params:
             # On the path, not each operation: its 405s take the same parameters.
             entry["parameters"] = [
-                {
-                    "name": name,
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string"},
-                    "description": text,
-                }
+                _parameter(
+                    name,
+                    "path",
+                    {"type": "string"},
+                    text,
+                    [
+                        op.parameter_examples[name]
+                        for op in documented
+                        if name in op.parameter_examples
+                    ],
+                    required=True,
+                )
                 for name, text in path_params.items()
             ]
         entry.update({op.method.lower(): _operation(op) for op in documented})
@@ -75,6 +83,7 @@ def build_openapi(table: RouteTable) -> dict[str, Any]:
             if method not in item.operations:
                 entry[method.lower()] = _not_allowed(item, method)
         paths[item.template] = entry
+    tags = dict.fromkeys(tag for op in table.operations if op.documented for tag in op.tags)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -88,6 +97,14 @@ def build_openapi(table: RouteTable) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
+        "tags": [
+            *({"name": tag} for tag in tags),
+            {
+                "name": NOT_ALLOWED_TAG,
+                "description": "The methods a path does not accept: each answers 405, and "
+                "`Allow` lists the methods it does accept.",
+            },
+        ],
         "paths": paths,
         "components": {
             "schemas": {**_schemas(table), "ErrorEnvelope": ENVELOPE_SCHEMA},
@@ -131,17 +148,20 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.tags:
         out["tags"] = list(op.tags)
     if op.ability is not None:
-        out["x-ability"] = op.ability
-        out["description"] = (
-            f"{op.description}\n\n" if op.description else ""
-        ) + f"Needs the ability `{op.ability}`."
+        # The abilities a key needs, for tools; the sentence, for readers.
+        out["x-required-abilities"] = [op.ability]
+        out["description"] = (f"{op.description}\n\n" if op.description else "") + (
+            f"Needs a key with the ability `{op.ability}` (`Authorization: Bearer cbs_...`)."
+        )
+        out["security"] = [{"bearerAuth": []}]
     else:
         out["security"] = []
+    examples = op.parameter_examples
     parameters = [
-        {"name": p.name, "in": "query", "schema": p.schema(), "description": p.description}
+        _parameter(p.name, "query", p.schema(), p.description, _given(examples, p.name))
         for p in op.query
     ] + [
-        {"name": h.name, "in": "header", "schema": {"type": "string"}, "description": h.description}
+        _parameter(h.name, "header", {"type": "string"}, h.description, _given(examples, h.name))
         for h in op.request_headers
     ]
     if parameters:
@@ -209,13 +229,41 @@ def _errors(kinds: tuple[type[ApiError], ...]) -> dict[str, Any]:
 
 def _not_allowed(item: PathItem, method: str) -> dict[str, Any]:
     allow = ", ".join(item.allow)
+    responses = _errors((MethodNotAllowed,))
+    # The path's own Allow, exactly as the edge sends it.
+    responses["405"]["headers"]["Allow"]["schema"] = {"type": "string", "const": allow}
     return {
         "operationId": f"{method.lower()}_{_slug(item.template)}_not_allowed",
         "summary": f"Not allowed: this path accepts {allow}",
-        "tags": ["Method not allowed"],
+        "description": f"`{method}` is not a method of this path: 405, with `Allow: {allow}`.",
+        "tags": [NOT_ALLOWED_TAG],
         "security": [],
-        "responses": _errors((MethodNotAllowed,)),
+        "responses": responses,
     }
+
+
+def _parameter(
+    name: str,
+    where: str,
+    schema: dict[str, Any],
+    description: str,
+    examples: list[Example],
+    *,
+    required: bool = False,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name, "in": where, "schema": schema}
+    if required:
+        out["required"] = True
+    out["description"] = description
+    if examples:
+        out["examples"] = {
+            _slug(e.summary).lower(): {"summary": e.summary, "value": e.value} for e in examples
+        }
+    return out
+
+
+def _given(examples: dict[str, Example], name: str) -> list[Example]:
+    return [examples[name]] if name in examples else []
 
 
 def _headers(headers: dict[str, str], *, required: bool = True) -> dict[str, Any]:

@@ -177,6 +177,8 @@ class Operation:
     # If the handler can answer 304 Not Modified: what the document says of it.
     not_modified: str | None = None
     path_params: dict[str, str] = field(default_factory=dict)
+    # An example value of a path, query or header parameter, by the parameter's name.
+    parameter_examples: dict[str, Example] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
     # Service endpoints (health, metrics, the document itself) stay out of the document.
     documented: bool = True
