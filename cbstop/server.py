@@ -6,27 +6,42 @@ connections, lets requests in flight finish for up to `drain_timeout` seconds, a
 Every worker runs on the one `Settings` object `serve` was given, handed down whole as JSON
 in `CBSTOP_WORKER_SETTINGS` (workers are fresh interpreters, spawned, not forked).
 
+Metrics add up across workers: `serve` makes a private directory for prometheus_client's
+multiprocess files (`PROMETHEUS_MULTIPROC_DIR`, inherited by every worker) before any worker
+starts, with one worker too, and removes it when it exits; the supervisor drops a dead
+worker's gauges when it restarts it. Every process of the server (supervisor and workers)
+writes its messages, uvicorn's among them, as JSON lines (observability/logging.py).
+
 uvicorn's private names used here (bounded in pyproject.toml, checked by tests/test_hooks.py):
 `Server._captured_signals`, and `multiprocess.Process`, `multiprocess.Server`,
-`Process.target` of its supervisor.
+`Process.target` of its supervisor, and its `Multiprocess.keep_subprocess_alive` (replaces a
+dead worker in `Multiprocess.processes`; stops at a worker's `STARTUP_FAILURE` exit code).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
+import tempfile
 from functools import partial
 from types import FrameType
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess, multiprocess
 
+from cbstop import __version__
 from cbstop.app import AppState, create_app
 from cbstop.db.migrate import migrate
 from cbstop.observability import logging as obs_logging
+from cbstop.observability.logging import log
+from cbstop.observability.metrics import MULTIPROC_DIR
 from cbstop.settings import PLACEHOLDER_KEY_SECRET, Settings
 from cbstop.web.protocol import EnvelopeHttpToolsProtocol, Limits
 
@@ -52,8 +67,8 @@ def check_settings(settings: Settings) -> None:
 
 
 def app_factory() -> Any:
-    """The app of one worker, on the settings `serve` handed down."""
-    obs_logging.configure()
+    """The app of one worker, on the settings `serve` handed down (logging is configured by
+    then: by `serve` in a single process, by `DrainingProcess.target` in a worker)."""
     app = create_app(Settings.model_validate_json(os.environ[WORKER_SETTINGS]))
     _states.append(app.state)
     return app
@@ -81,6 +96,8 @@ class DrainingProcess(multiprocess.Process):
     """
 
     def target(self, sockets: list[socket.socket] | None = None) -> None:
+        settings = Settings.model_validate_json(os.environ[WORKER_SETTINGS])
+        obs_logging.configure(settings.log_level)
         multiprocess.Server = DrainingServer  # type: ignore[attr-defined]
         super().target(sockets)
 
@@ -101,6 +118,50 @@ class DrainingMultiprocess(Multiprocess):
         self.should_exit.set()
         self.terminate_all()
 
+    def keep_subprocess_alive(self) -> None:
+        """uvicorn's restart of a dead worker, then one warning saying how it ended; and the
+        live gauges of any worker no longer running (dead, or replaced on SIGHUP or SIGTTOU)
+        dropped from the metrics (its counters stay in the sums).
+
+        Called every half second by the supervisor's loop, the thread that also starts and
+        replaces workers, so a worker still starting is never taken for a gone one."""
+        before = list(self.processes)
+        super().keep_subprocess_alive()
+        _drop_gauges_of_all_but({p.pid for p in self.processes if p.pid is not None})
+        for old in before:
+            if old in self.processes or old.pid is None:
+                continue
+            code = old.exitcode
+            how = (
+                f"killed by {signal.Signals(-code).name}"
+                if code is not None and code < 0
+                else f"exited with {code}"
+            )
+            new = self.processes[before.index(old)].pid
+            log.warning(
+                "worker %d %s; restarted as worker %s",
+                old.pid,
+                how,
+                new,
+                extra={"fields": {"worker": old.pid, "exitcode": code, "restarted_as": new}},
+            )
+
+    @property
+    def failed_to_start(self) -> bool:
+        """Whether a worker failed before it served (uvicorn then stops the others)."""
+        return any(p.exitcode == STARTUP_FAILURE for p in self.processes)
+
+
+def _drop_gauges_of_all_but(running: set[int]) -> None:
+    """Drop the live gauges (pool, process) of every worker not in `running`."""
+    directory = os.environ[MULTIPROC_DIR]
+    for name in os.listdir(directory):
+        # gauge_liveall_1234.db, gauge_livesum_1234.db: a live gauge's file, and its pid.
+        kind, _, rest = name.partition("_live")
+        pid = rest.rpartition("_")[2].removesuffix(".db")
+        if kind == "gauge" and pid.isdigit() and int(pid) not in running:
+            mark_process_dead(int(pid), directory)  # type: ignore[no-untyped-call]
+
 
 def limits(settings: Settings) -> Limits:
     """What one connection may take of a worker."""
@@ -111,13 +172,28 @@ def limits(settings: Settings) -> Limits:
     )
 
 
-def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
-    """Apply pending migrations, then serve until told to stop."""
-    check_settings(settings)
-    migrate(settings.database_url)
+def describe_database(url: str) -> dict[str, str]:
+    """The database's kind and where it is, for the startup line: never user, password or
+    query string."""
+    if url.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(url)
+        try:
+            port = parts.port or 5432
+        except ValueError:
+            port = 5432
+        host = parts.hostname or "localhost"
+        if ":" in host:
+            host = f"[{host}]"
+        return {"database": "postgresql", "database_at": f"{host}:{port}{parts.path}"}
+    return {"database": "sqlite", "database_at": url.removeprefix("sqlite:///").split("?")[0]}
+
+
+def uvicorn_config(settings: Settings, *, host: str, port: int, workers: int) -> uvicorn.Config:
+    """What uvicorn is told: our app and protocol, no logging of its own, and the settings'
+    timeouts and proxy trust."""
     # uvicorn calls it with (config, server_state, app_state) for each connection.
     protocol = partial(EnvelopeHttpToolsProtocol, limits=limits(settings))
-    config = uvicorn.Config(
+    return uvicorn.Config(
         "cbstop.server:app_factory",
         factory=True,
         host=host,
@@ -132,17 +208,65 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None
         log_config=None,
         server_header=False,
         timeout_graceful_shutdown=int(settings.drain_timeout) or 1,
-        timeout_keep_alive=5,
+        # uvicorn's type says int; it only hands the seconds to call_later, so a float works.
+        timeout_keep_alive=cast(int, settings.keep_alive_timeout),
+        # uvicorn wraps the app in its ProxyHeadersMiddleware (Config.load), whatever the
+        # protocol class: the client address in the scope is then the forwarded one.
+        proxy_headers=settings.proxy_headers,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
+
+
+def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
+    """Apply pending migrations, then serve until told to stop."""
+    check_settings(settings)
+    obs_logging.configure(settings.log_level)
+    migrate(settings.database_url)
+    config = uvicorn_config(settings, host=host, port=port, workers=workers)
     # The whole object, not variable by variable: every field reaches every worker, and since
     # every field is in it, no stray CBSTOP_ variable in a worker's environment overrides one.
     os.environ[WORKER_SETTINGS] = settings.to_json()
+    previous = os.environ.get(MULTIPROC_DIR)
+    os.environ[MULTIPROC_DIR] = metrics_dir = tempfile.mkdtemp(prefix="cbstop-metrics-")
     try:
         if workers > 1:
             # uvicorn's supervisor makes each worker by this module-level name.
             multiprocess.Process = DrainingProcess  # type: ignore[misc]
-            DrainingMultiprocess(config, sockets=[config.bind_socket()]).run()
+            supervisor = DrainingMultiprocess(config, sockets=[config.bind_socket()])
+            _log_start(settings, host, port, workers)
+            supervisor.run()
+            if supervisor.failed_to_start:
+                raise SystemExit(STARTUP_FAILURE)  # as uvicorn exits with one worker
         else:
+            _log_start(settings, host, port, workers)
             DrainingServer(config).run()
     finally:
         del os.environ[WORKER_SETTINGS]
+        if previous is None:
+            del os.environ[MULTIPROC_DIR]
+        else:
+            os.environ[MULTIPROC_DIR] = previous
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _log_start(settings: Settings, host: str, port: int, workers: int) -> None:
+    address = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    database = describe_database(settings.database_url)
+    log.info(
+        "cbstop %s serving on %s with %d worker%s, database %s at %s",
+        __version__,
+        address,
+        workers,
+        "" if workers == 1 else "s",
+        database["database"],
+        database["database_at"],
+        extra={
+            "fields": {
+                "event": "startup",
+                "version": __version__,
+                "address": address,
+                "workers": workers,
+                **database,
+            }
+        },
+    )

@@ -107,6 +107,18 @@ def test_uvicorns_supervisor_still_makes_workers_by_its_module_level_names() -> 
     assert callable(multiprocess.Multiprocess.terminate_all), UVICORN
 
 
+def test_uvicorns_supervisor_still_replaces_a_dead_worker_in_its_list() -> None:
+    # DrainingMultiprocess.keep_subprocess_alive: a dead worker is replaced at its index in
+    # `processes` (its metrics' live gauges are then dropped), and a worker that exited with
+    # STARTUP_FAILURE is left in the list while the supervisor stops (serve then exits 3).
+    # The behaviour: tests/observability/test_metrics_workers.py and test_serving.py.
+    keeps = inspect.getsource(multiprocess.Multiprocess.keep_subprocess_alive)
+    assert "self.processes[idx] = process" in keeps, UVICORN
+    assert "process.exitcode == STARTUP_FAILURE" in keeps, UVICORN
+    assert "self.keep_subprocess_alive()" in inspect.getsource(multiprocess.Multiprocess.run)
+    assert _parameters(multiprocess.Multiprocess.keep_subprocess_alive) == ["self"], UVICORN
+
+
 def test_typer_still_raises_its_vendored_click_exceptions() -> None:
     assert issubclass(click_errors.NoArgsIsHelpError, click_errors.UsageError), TYPER
     assert issubclass(click_errors.UsageError, click_errors.ClickException), TYPER

@@ -5,9 +5,9 @@ checks the operation declares in the contract's order — key (401), ability (40
 Idempotency-Key (400), query (422), body (415/413/400/422) — then its handler; for a request
 with an Idempotency-Key, a stored answer comes before any later refusal (CONTRACT 3.1). It
 turns every error into the envelope through the one renderer; sends `X-Request-Id` and
-`Cache-Control: no-store` on every answer; and writes the access line and the metrics,
-labelled with the path template. It also runs the ASGI lifespan (open the database on
-startup, close it on shutdown).
+`Cache-Control: no-store` on every answer but the docs page's vendored files; and writes the
+access line and the metrics, labelled with the path template. It also runs the ASGI
+lifespan (open the database on startup, close it on shutdown).
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ from cbstop.web.routing import Call, Operation, RouteTable, parse_query
 from cbstop.web.state import AppState
 
 UNMATCHED = "unmatched"
+# Routes left out of the access log when `access_log_probes` is off (still in the metrics).
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class Edge:
@@ -89,17 +91,25 @@ class Edge:
                     if not state.draining:
                         raise
                     response = _cut_short(op)
-        await _send(send, response, rid, head=method == "HEAD")
         duration = time.perf_counter() - start
+        # Counted before it is sent: a client holding an answer finds it in the next scrape,
+        # whatever becomes of this worker (even SIGKILL) the moment after.
         state.metrics.observe(method, route, response.status, duration)
-        if state.settings.access_log:
+        await _send(send, response, rid, head=method == "HEAD")
+        settings = state.settings
+        if settings.access_log and (settings.access_log_probes or route not in PROBES):
             principal = call.principal_ if call is not None else None
+            client = scope.get("client")
             obs_logging.access_line(
                 request_id=rid,
                 method=method,
                 route=route,
                 status=response.status,
                 duration=duration,
+                # With trusted proxy headers, uvicorn has put the forwarded address here.
+                client=client[0] if client else None,
+                user_agent=_user_agent(scope),
+                size=0 if method == "HEAD" else len(response.body),
                 key_id=principal.key_id if principal else None,
                 owner=principal.owner if principal else None,
             )
@@ -186,6 +196,18 @@ def _idempotency_precedes(exc: ApiError) -> bool:
     return exc.status in (404, 412, 422) and not isinstance(exc, IdempotencyKeyReused)
 
 
+# Characters of a User-Agent an access line keeps: a line stays one write to the pipe
+# (under 4 KiB, written whole), so lines of several workers never interleave.
+USER_AGENT_LIMIT = 512
+
+
+def _user_agent(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"user-agent":
+            return bytes(value[:USER_AGENT_LIMIT]).decode("latin-1")
+    return None
+
+
 def _cut_short(op: Operation) -> Response:
     """The answer to a request the drain timeout cancelled: 503 in the envelope, and the
     connection closed, rather than uvicorn's plain-text 500 and a traceback per request.
@@ -200,14 +222,19 @@ def _cut_short(op: Operation) -> Response:
 
 
 async def _send(send: Send, response: Response, rid: str, *, head: bool = False) -> None:
+    common = common_headers(rid)
+    if any(name == b"cache-control" for name, _ in response.headers):
+        # An answer that says how it may be cached (the docs page's vendored files) says so
+        # alone: two Cache-Control headers would combine to the strictest.
+        common = [(name, value) for name, value in common if name != b"cache-control"]
     if response.status == 304:
         # No content, and no Content-Length: it would have to be the 200's (RFC 9110 8.6).
-        headers = [*common_headers(rid), *response.headers]
+        headers = [*common, *response.headers]
     else:
         headers = [
             (b"content-type", response.content_type),
             (b"content-length", str(len(response.body)).encode()),
-            *common_headers(rid),
+            *common,
             *response.headers,
         ]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})

@@ -75,7 +75,7 @@ async def readyz(call: Call) -> Response:
 
 
 async def metrics(call: Call) -> Response:
-    """Prometheus metrics of this process."""
+    """Prometheus metrics of every worker of this server, summed (this worker's pool fresh)."""
     in_use, waiting = call.db.pool_stats()
     text = call.state.metrics.render(in_use, waiting)
     return Response(200, text.encode(), content_type=b"text/plain; version=0.0.4")

@@ -1,5 +1,6 @@
 """What an operator sees of a real server: one JSON access line per request on stderr, and
-Prometheus metrics by route and status, with latency and the pool's use."""
+Prometheus metrics by route and status, with latency, the pool's use, the process and the
+build. (Two workers, uvicorn's own lines and the log settings: tests/observability/.)"""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections import Counter
 import httpx
 import pytest
 
+from cbstop.web.edge import USER_AGENT_LIMIT
 from cbstop.world.loader import load_world
 from tests.integrations.helpers import secret, world
 from tests.reliability.processes import running
@@ -18,7 +20,19 @@ from tests.support import TEST_KEY_SECRET
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("servers")]
 
 ITEM = "/v1/integrations/{integration_id}"
-LINE_KEYS = {"time", "request_id", "method", "route", "status", "duration_ms", "key_id", "owner"}
+LINE_KEYS = {
+    "time",
+    "request_id",
+    "method",
+    "route",
+    "status",
+    "duration_ms",
+    "client",
+    "user_agent",
+    "bytes",
+    "key_id",
+    "owner",
+}
 SAMPLE = re.compile(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$")
 
 
@@ -32,6 +46,10 @@ def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
         labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
         found.append((match.group(1), labels, float(match.group(3))))
     return found
+
+
+def _agent(n: int) -> str:
+    return f"probe/{n}/" + "x" * (n * 40)
 
 
 def test_access_log_and_metrics_of_a_real_server(database_url: str) -> None:
@@ -57,13 +75,16 @@ def test_access_log_and_metrics_of_a_real_server(database_url: str) -> None:
         running(database_url, env={"CBSTOP_ACCESS_LOG": "true"}) as server,
         httpx.Client(base_url=server.url, timeout=5) as client,
     ):
-        sent = []
+        sent, sizes = [], []
         for n, (method, path, headers, status, *_) in enumerate(plan * 3):
             rid = f"obs-{n}"
-            answer = client.request(method, path, headers={**headers, "X-Request-Id": rid})
+            # Growing past the 512 characters an access line keeps of it.
+            agent = {"User-Agent": _agent(n)}
+            answer = client.request(method, path, headers={**headers, **agent, "X-Request-Id": rid})
             assert answer.status_code == status, (path, answer.text)
             assert answer.headers["x-request-id"] == rid
             sent.append(rid)
+            sizes.append(len(answer.content))
         metrics = client.get("/metrics")
         server.stop()
         stderr = server.stderr
@@ -72,9 +93,16 @@ def test_access_log_and_metrics_of_a_real_server(database_url: str) -> None:
     by_id = {line["request_id"]: line for line in lines}
     assert [line["request_id"] for line in lines if line["request_id"] in sent] == sent
     assert len(by_id) == len(lines), "a request id was logged twice"
-    for rid, (method, _, _, status, route, key_id, owner) in zip(sent, plan * 3, strict=True):
+    for n, (rid, size, (method, _, _, status, route, key_id, owner)) in enumerate(
+        zip(sent, sizes, plan * 3, strict=True)
+    ):
         line = by_id[rid]
         assert set(line) == LINE_KEYS
+        assert (line["client"], line["user_agent"], line["bytes"]) == (
+            "127.0.0.1",
+            _agent(n)[:USER_AGENT_LIMIT],
+            size,
+        )
         assert (line["method"], line["route"], line["status"]) == (method, route, status)
         assert (line["key_id"], line["owner"]) == (key_id, owner)
         assert isinstance(line["duration_ms"], float | int) and line["duration_ms"] >= 0
@@ -112,6 +140,17 @@ def test_access_log_and_metrics_of_a_real_server(database_url: str) -> None:
     gauges = {name: value for name, _, value in samples if name.startswith("cbstop_db_pool")}
     assert set(gauges) == {"cbstop_db_pool_in_use", "cbstop_db_pool_waiting"}
     assert gauges["cbstop_db_pool_waiting"] == 0
+    # Each worker's process metrics, labelled with its pid, and the build.
+    for name in (
+        "cbstop_process_resident_memory_bytes",
+        "cbstop_process_cpu_seconds",
+        "cbstop_process_open_fds",
+        "cbstop_process_start_time_seconds",
+    ):
+        found = [(labels, value) for n, labels, value in samples if n == name]
+        assert len(found) == 1 and set(found[0][0]) == {"pid"} and found[0][1] > 0, (name, found)
+    build = [labels for name, labels, value in samples if name == "cbstop_build_info"]
+    assert len(build) == 1 and set(build[0]) == {"version", "python"}
     # No label ever carries key material.
     for key in matrix["api_keys"]:
         assert key["secret"] not in metrics.text
