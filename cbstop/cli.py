@@ -10,12 +10,12 @@ import asyncio
 import shutil
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 
@@ -23,6 +23,10 @@ import typer
 from typer._click import exceptions as click_errors
 
 from cbstop.settings import Settings
+
+if TYPE_CHECKING:
+    from cbstop.db.database import Database
+    from cbstop.keys.service import CreatedKey, KeyInfo, SecretUse
 
 T = TypeVar("T")
 
@@ -175,6 +179,14 @@ def _with_database(settings: Settings, work: Callable[..., Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
+def _check_key_secrets(settings: Settings) -> None:
+    """Refuse to go on, in one line, when live keys exist and none of the configured secrets
+    is one they were hashed with (CONTRACT 3.6); the database must be migrated."""
+    from cbstop.keys.service import check_key_secrets
+
+    _with_database(settings, lambda db: check_key_secrets(db, settings.key_secrets))
+
+
 # --- serve, migrate, load ----------------------------------------------------------------------
 
 
@@ -228,8 +240,13 @@ def serve(
             settings = settings.model_copy(
                 update={k: v for k, v in overrides.items() if v is not None}
             )
+            from cbstop.db.migrate import migrate as apply_migrations
+            from cbstop.server import check_settings
             from cbstop.server import serve as run_server
 
+            check_settings(settings)
+            apply_migrations(settings.database_url)
+            _check_key_secrets(settings)
             run_server(settings, host=host, port=port, workers=workers)
         finally:
             if demo_dir is not None:
@@ -244,7 +261,7 @@ def _prepare_demo(host: str, port: int) -> tuple[Settings, Path]:
     from cbstop.demo import prepare_demo
 
     settings = Settings()
-    prepared = prepare_demo(settings.key_secrets[0])
+    prepared = prepare_demo(settings.key_secrets)
     settings = Settings(database_url=prepared.database_url)
     reach = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104 - compared, not bound
     if ":" in reach:
@@ -288,13 +305,26 @@ def load(
         if not file.is_file():
             raise CliError(f"world file {file} does not exist")
         settings = _migrated(database_url)
+        _check_key_secrets(settings)
         summary = load_world_file(
-            settings.database_url, file, key_secret=settings.key_secrets[0], progress=True
+            settings.database_url, file, key_secret=settings.key_secrets, progress=True
         )
         typer.echo(f"Loaded {file}: {summary.describe()}.")
 
 
 # --- keys -------------------------------------------------------------------------------------
+
+
+def _duration_option(value: str | None) -> str | None:
+    """`--expires-in`: a usage error (exit 2) unless it is a duration."""
+    from cbstop.keys.service import parse_duration
+
+    if value is not None:
+        try:
+            parse_duration(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
 
 
 @keys_app.command("create")
@@ -315,31 +345,49 @@ def keys_create(
             show_default=False,
         ),
     ] = None,
+    expires_in: Annotated[
+        str | None,
+        typer.Option(
+            "--expires-in",
+            help="Refuse the key (401) this long after its creation: a whole number and "
+            "d, h, m or s, like 90d, 12h, 30m, 45s. Default: it never expires.",
+            show_default=False,
+            callback=_duration_option,
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Create a key for an organisation or a partner group; its secret is printed once."""
+    """Create a key for an organisation or a partner group; its secret is printed once.
+
+    It is hashed with the newest secret of CBSTOP_KEY_SECRET, which must be the server's:
+    when keys exist and none of the configured secrets made them, nothing is created."""
     with _one_line_errors():
-        from cbstop.keys.service import create_key
+        from cbstop.keys.service import check_key_secrets, create_key, parse_duration
 
         if (organisation is None) == (partner_group is None):
             raise CliError("give exactly one of --organisation and --partner-group", 2)
         settings = _migrated(database_url)
         abilities = None if ability is None else [a.value for a in ability]
-        created = _with_database(
-            settings,
-            lambda db: create_key(
+        lifetime = None if expires_in is None else parse_duration(expires_in)
+
+        async def create(db: Database) -> CreatedKey:
+            await check_key_secrets(db, settings.key_secrets)
+            return await create_key(
                 db,
                 settings.key_secrets[0],
                 organisation_id=organisation,
                 partner_group_id=partner_group,
                 abilities=abilities,
-            ),
-        )
+                expires_in=lifetime,
+            )
+
+        created = _with_database(settings, create)
         info = created.info
         owner = info.owner_kind.replace("_", " ")
+        expiry = "" if info.expires_at is None else f", expires {_minute(info.expires_at)}"
         typer.echo(
             f"Created key {info.id} for {owner} {info.owner_id} "
-            f"({', '.join(sorted(info.abilities))})."
+            f"({', '.join(sorted(info.abilities))}{expiry})."
         )
         typer.echo("Its secret is shown only this once; store it now:")
         typer.echo(created.secret)
@@ -361,16 +409,24 @@ def keys_revoke(
 
 @keys_app.command("list")
 def keys_list(database_url: DatabaseUrl = None) -> None:
-    """List every key: id, owner, abilities, creation and revocation. Never the secret."""
+    """List every key: id, owner, abilities, creation, expiry, last use (to the minute),
+    revocation and the fingerprint of the secret it is hashed with; then how many live keys
+    each secret holds (CONTRACT 3.6). Never the secret."""
     with _one_line_errors():
-        from cbstop.keys.service import list_keys
+        from cbstop.keys.service import keys_per_secret, list_keys
 
         settings = _migrated(database_url)
-        keys = _with_database(settings, list_keys)
+
+        async def read(db: Database) -> tuple[list[KeyInfo], list[SecretUse]]:
+            return await list_keys(db), await keys_per_secret(db, settings.key_secrets)
+
+        keys, uses = _with_database(settings, read)
         if not keys:
             typer.echo("No keys.")
             return
-        rows = [("ID", "OWNER", "ABILITIES", "CREATED", "REVOKED")]
+        rows = [
+            ("ID", "OWNER", "ABILITIES", "CREATED", "EXPIRES", "LAST_USED", "REVOKED", "SECRET")
+        ]
         for k in keys:
             rows.append(
                 (
@@ -378,16 +434,40 @@ def keys_list(database_url: DatabaseUrl = None) -> None:
                     f"{k.owner_kind} {k.owner_id}",
                     ",".join(sorted(k.abilities)),
                     _time(k.created_at),
+                    _minute(k.expires_at) if k.expires_at is not None else "never",
+                    _minute(k.last_used_at) if k.last_used_at is not None else "never",
                     _time(k.revoked_at) if k.revoked_at is not None else "-",
+                    k.secret_fingerprint or "?",
                 )
             )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for r in rows:
-            typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        _table(rows)
+        typer.echo("")
+        typer.echo("Live keys (not revoked, not expired) per key secret:")
+        _table([("SECRET", "KEYS", "")] + [_secret_row(u) for u in uses])
+
+
+def _secret_row(use: SecretUse) -> tuple[str, str, str]:
+    if use.fingerprint is None:
+        where = "unknown: stored before fingerprints, gets one on its next use"
+    elif use.position is None:
+        where = "not in CBSTOP_KEY_SECRET: these keys cannot authenticate"
+    else:
+        where = f"CBSTOP_KEY_SECRET #{use.position}" + (" (newest)" if use.position == 1 else "")
+    return (use.fingerprint or "?", str(use.keys), where)
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _time(micros: int) -> str:
     return datetime.fromtimestamp(micros / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _minute(micros: int) -> str:
+    return datetime.fromtimestamp(micros / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
 def main() -> None:

@@ -57,6 +57,17 @@ def hash_key(secret: str, key: str) -> str:
     ).hexdigest()
 
 
+# What a secret's fingerprint is an HMAC of: a fixed message, so the fingerprint says which
+# secret a key was hashed with while revealing nothing usable about the secret itself.
+_FINGERPRINT_MESSAGE = b"cbstop key-secret fingerprint"
+
+
+def secret_fingerprint(secret: str) -> str:
+    """The fingerprint stored with each key: 16 hex characters of HMAC-SHA256(secret, a fixed
+    message). It tells which configured secret a key was hashed with; the secret is not stored."""
+    return hmac.new(secret.encode(), _FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()[:16]
+
+
 def encode_abilities(abilities: frozenset[str] | set[str]) -> str:
     """The stored form: sorted, space-separated."""
     return " ".join(sorted(abilities))

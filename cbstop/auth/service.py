@@ -2,18 +2,25 @@
 
 Resolved keys are cached for `key_cache_ttl` seconds (0.5 s by default), so the hot path
 costs no round trip of its own while a revoked key still stops working within 1 s on
-every instance. Unknown, malformed and revoked keys take the same path — one HMAC, one
-lookup (or cache hit) — and get the same answer.
+every instance; an expired key stops at its expiry, cached or not. Unknown, malformed,
+revoked and expired keys take the same path — one HMAC per configured secret, one lookup of
+all those hashes (or cache hit) — and get the same answer.
+
+With several secrets (newest first, CONTRACT 3.6) a key stored under an older secret's hash
+still authenticates, and is queued to be re-hashed with the newest (`upkeep.py` writes it in
+the background); so is a key stored before fingerprints existed, to get its fingerprint.
 """
 
 from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cbstop.auth import repository
-from cbstop.auth.keys import decode_abilities, hash_key, is_key_shaped
+from cbstop.auth.keys import decode_abilities, hash_key, is_key_shaped, secret_fingerprint
+from cbstop.auth.upkeep import KeyUpkeep
 from cbstop.db.database import Database
 from cbstop.db.scope import Scope, ScopeKind
 from cbstop.errors import Forbidden, Unauthorised
@@ -79,39 +86,76 @@ def bearer_token(header: str | None) -> str | None:
     return token
 
 
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    """A cache entry: trusted until `until` (monotonic), the key's principal (None: refused)
+    and its expiry (microseconds since the epoch, None: never)."""
+
+    until: float
+    principal: Principal | None
+    expires_at: int | None
+
+
 class Authenticator:
     """Resolves keys, with a short-lived per-process cache."""
 
-    def __init__(self, db: Database, secret: str, ttl: float) -> None:
+    def __init__(self, db: Database, secrets: Sequence[str], ttl: float, upkeep: KeyUpkeep) -> None:
+        if not secrets:
+            raise ValueError("no key secret configured")
         self._db = db
-        self._secret = secret
+        self._secrets = tuple(secrets)
+        self._fingerprints = tuple(secret_fingerprint(s) for s in self._secrets)
         self._ttl = ttl
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._upkeep = upkeep
+        self._cache: dict[str, _Resolved] = {}
 
     async def authenticate(self, header: str | None) -> Principal:
         """The principal of the request's key, or `Unauthorised`."""
         token = bearer_token(header)
-        # A missing or malformed key is hashed too, so every refusal costs the same.
-        key_hash = hash_key(self._secret, token if token is not None else "")
+        # A missing or malformed key is hashed too, under every secret, so every refusal
+        # costs the same.
+        material = token if token is not None else ""
+        hashes = [hash_key(secret, material) for secret in self._secrets]
         now = time.monotonic()
-        cached = self._cache.get(key_hash)
-        if cached is not None and cached[0] > now:
-            principal = cached[1]
-        else:
-            principal = await self._resolve(key_hash)
+        resolved = self._cache.get(hashes[0])
+        if resolved is None or resolved.until <= now:
+            resolved = await self._resolve(hashes, now + self._ttl)
             if len(self._cache) >= CACHE_LIMIT:
                 self._cache.clear()
-            self._cache[key_hash] = (now + self._ttl, principal)
-        if principal is None or token is None:
+            self._cache[hashes[0]] = resolved
+        wall = time.time_ns() // 1000
+        principal = resolved.principal
+        expired = resolved.expires_at is not None and wall >= resolved.expires_at
+        if principal is None or token is None or expired:
             raise Unauthorised()
+        self._upkeep.used(principal.key_id, wall)
         return principal
 
-    async def _resolve(self, key_hash: str) -> Principal | None:
+    async def _resolve(self, hashes: list[str], until: float) -> _Resolved:
         async with self._db.connection() as conn:
-            record = await repository.find_key(conn, key_hash)
-        if record is None or record.revoked:
-            return None
-        # The index found it by hash; compare in constant time all the same.
-        if not hmac.compare_digest(record.key_hash, key_hash):
-            return None
-        return principal_of(record)
+            records = await repository.find_keys(conn, hashes)
+        match = _first_match(records, hashes)
+        if match is None:
+            return _Resolved(until, None, None)
+        index, record = match
+        expired = record.expires_at is not None and time.time_ns() // 1000 >= record.expires_at
+        if record.revoked or expired:
+            return _Resolved(until, None, None)
+        if index != 0 or record.secret_fingerprint != self._fingerprints[0]:
+            # Stored under an older secret (or before fingerprints): move it to the newest.
+            change = repository.Rehash(record.id, record.key_hash, hashes[0], self._fingerprints[0])
+            self._upkeep.rehash(change)
+        return _Resolved(until, principal_of(record), record.expires_at)
+
+
+def _first_match(
+    records: list[repository.KeyRecord], hashes: list[str]
+) -> tuple[int, repository.KeyRecord] | None:
+    """The key stored under the first (newest) secret's hash that any key is stored under,
+    with that secret's place in the list. The index found it by hash; compare in constant
+    time all the same."""
+    for index, key_hash in enumerate(hashes):
+        for record in records:
+            if hmac.compare_digest(record.key_hash, key_hash):
+                return index, record
+    return None

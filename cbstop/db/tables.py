@@ -164,6 +164,14 @@ api_keys = Table(
     Column("revoked", Boolean, nullable=False),
     Column("revoked_at", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # Which secret key_hash was made with: 16 hex characters of HMAC-SHA256(secret, a fixed
+    # message), never the secret (CONTRACT 3.6). NULL for a key made before migration 0004
+    # until its first use fills it in.
+    Column("secret_fingerprint", Text, nullable=True),
+    # Past this time the key is refused like an unknown one; NULL: it never expires.
+    Column("expires_at", BigInteger, nullable=True),
+    # The key's last successful use, to the minute (written in the background, not per request).
+    Column("last_used_at", BigInteger, nullable=True),
     PrimaryKeyConstraint("id"),
     UniqueConstraint("key_hash"),
     ForeignKeyConstraint(["organisation_id"], ["organisations.id"]),
@@ -173,6 +181,7 @@ api_keys = Table(
     ),
     CheckConstraint("revoked = (revoked_at IS NOT NULL)", name="revoked_time"),
     CheckConstraint("length(key_hash) = 64", name="key_hash_length"),
+    CheckConstraint("length(secret_fingerprint) = 16", name="secret_fingerprint_length"),
 )
 
 organisation_integration_counts = Table(

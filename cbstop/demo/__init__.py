@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +58,9 @@ def demo_keys() -> tuple[DemoKey, ...]:
     return tuple(DemoKey(k["id"], k["secret"], SEES[k["id"]]) for k in world["api_keys"])
 
 
-def prepare_demo(key_secret: str, directory: Path | None = None) -> Demo:
-    """A fresh SQLite database in a new temporary directory, migrated and loaded."""
+def prepare_demo(key_secret: str | Sequence[str], directory: Path | None = None) -> Demo:
+    """A fresh SQLite database in a new temporary directory, migrated and loaded; its keys are
+    hashed with the newest of the key secrets and stored with its fingerprint."""
     where = directory or Path(tempfile.mkdtemp(prefix="cbstop-demo-"))
     url = f"sqlite:///{where / 'demo.db'}"
     migrate(url)

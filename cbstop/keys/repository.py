@@ -1,4 +1,5 @@
-"""The SQL of key management: owners exist, keys inserted, revoked and listed."""
+"""The SQL of key management: owners exist, keys inserted, revoked and listed, and which
+secrets the live keys were hashed with."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ class StoredKey:
     abilities: str
     created_at: int
     revoked_at: int | None
+    expires_at: int | None = None
+    last_used_at: int | None = None
+    secret_fingerprint: str | None = None
 
 
 async def organisation_exists(conn: Connection, organisation_id: str) -> bool:
@@ -36,22 +40,27 @@ async def insert_key(
     *,
     key_id: str,
     key_hash: str,
+    secret_fingerprint: str,
     organisation_id: str | None,
     partner_group_id: str | None,
     abilities: str,
     created_at: int,
+    expires_at: int | None,
 ) -> None:
-    """Store a new key (its hash only)."""
+    """Store a new key (its hash only, and the fingerprint of the secret that made it)."""
     await conn.execute(
-        "INSERT INTO api_keys (id, key_hash, organisation_id, partner_group_id, abilities, "
-        "revoked, revoked_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)",
+        "INSERT INTO api_keys (id, key_hash, secret_fingerprint, organisation_id, "
+        "partner_group_id, abilities, revoked, revoked_at, created_at, expires_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9)",
         key_id,
         key_hash,
+        secret_fingerprint,
         organisation_id,
         partner_group_id,
         abilities,
         False,
         created_at,
+        expires_at,
     )
 
 
@@ -70,7 +79,19 @@ async def revoke_key(conn: Connection, key_id: str, revoked_at: int) -> bool:
 async def list_keys(conn: Connection) -> list[StoredKey]:
     """Every key, oldest first."""
     rows = await conn.fetch(
-        "SELECT id, organisation_id, partner_group_id, abilities, created_at, revoked_at "
-        "FROM api_keys ORDER BY created_at, id"
+        "SELECT id, organisation_id, partner_group_id, abilities, created_at, revoked_at, "
+        "expires_at, last_used_at, secret_fingerprint FROM api_keys ORDER BY created_at, id"
     )
-    return [StoredKey(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+    return [StoredKey(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
+
+
+async def live_keys_per_secret(conn: Connection, now: int) -> dict[str | None, int]:
+    """How many keys that can still authenticate (not revoked, not expired at `now`) are
+    stored under each secret fingerprint; None counts keys stored before fingerprints."""
+    rows = await conn.fetch(
+        "SELECT secret_fingerprint, count(*) FROM api_keys "
+        "WHERE NOT revoked AND (expires_at IS NULL OR expires_at > $1) "
+        "GROUP BY secret_fingerprint",
+        now,
+    )
+    return {r[0]: int(r[1]) for r in rows}

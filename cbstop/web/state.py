@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from cbstop.auth.service import Authenticator
+from cbstop.auth.upkeep import KeyUpkeep
 from cbstop.db.database import Database, open_database
 from cbstop.idempotency.store import AnswerCache, Purger
 from cbstop.observability.logging import log
@@ -18,6 +19,7 @@ class AppState:
     db: Database
     authenticator: Authenticator
     purger: Purger | None = None
+    key_upkeep: KeyUpkeep | None = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -31,19 +33,27 @@ class AppState:
 
     async def start(self) -> None:
         """Open the database (connections open on demand: a database that is down is fine),
-        and start purging expired idempotency keys in the background."""
+        and start purging expired idempotency keys and writing key upkeep in the background."""
         self.db = await open_database(self.settings.database_url, self.settings)
-        self.authenticator = Authenticator(
-            self.db, self.settings.key_secrets[0], self.settings.key_cache_ttl
-        )
         settings = self.settings
+        # Re-hashes and last uses that requests note, written in the background (CONTRACT 3.6).
+        self.key_upkeep = KeyUpkeep(self.db, settings.key_last_used_interval)
+        self.authenticator = Authenticator(
+            self.db, settings.key_secrets, settings.key_cache_ttl, self.key_upkeep
+        )
+        self.key_upkeep.start()
         self.purger = Purger(self.db, settings.idempotency_ttl, settings.idempotency_purge_interval)
         self.purger.start()
+        # This worker's gauges, written for the other workers' scrapes (metrics.py).
+        self.metrics.start(self.db.pool_stats)
 
     async def stop(self) -> None:
-        """Stop purging expired idempotency keys; close the database."""
+        """Stop purging expired idempotency keys; write pending key upkeep; close the database."""
+        await self.metrics.stop()
         if self.purger is not None:
             await self.purger.stop()
+        if self.key_upkeep is not None:
+            await self.key_upkeep.stop()
         await self.db.close()
 
     def warn_unavailable(self, exc: Exception) -> None:

@@ -91,15 +91,17 @@ def plan(
     raw: Mapping[str, Any],
     *,
     key_hashes: Sequence[str],
+    key_fingerprint: str,
     now: int,
     existing: Existing,
 ) -> Plan:
     """Check every entry; the rows to add, or a `WorldError` naming the first refused entry.
 
     `raw` is the file as parsed (for entry labels), `key_hashes` the hashed secret of each
-    key in file order, `now` the load's time in microseconds.
+    key in file order, `key_fingerprint` the fingerprint of the key secret that made them,
+    `now` the load's time in microseconds.
     """
-    return _Checks(world, raw, existing).plan(key_hashes, now)
+    return _Checks(world, raw, existing).plan(key_hashes, key_fingerprint, now)
 
 
 @dataclass
@@ -119,7 +121,7 @@ class _Checks:
         self.merchant_org = {i: r["organisation_id"] for i, r in db.merchants.items()}
         self.merchant_org.update((m.id, m.organisation_id) for m in w.merchants)
 
-    def plan(self, key_hashes: Sequence[str], now: int) -> Plan:
+    def plan(self, key_hashes: Sequence[str], key_fingerprint: str, now: int) -> Plan:
         w = self.world
         partners = self._partners(w.partners)
         orgs = self._organisations(w.organisations)
@@ -172,6 +174,7 @@ class _Checks:
                         key.revoked,
                         now if key.revoked else None,
                         now,
+                        key_fingerprint,
                     )
                     for key, c in keys
                 ],

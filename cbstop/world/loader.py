@@ -7,6 +7,11 @@ plans the new rows (`checks.py`), and writes them (`bulk.py`: COPY on PostgreSQL
 `executemany` per table on SQLite). A million integrations cost a few seconds of checking. An
 entry whose id already exists with the same content is skipped, so loading a file twice
 changes nothing.
+
+Keys are hashed with the newest key secret and stored with its fingerprint (CONTRACT 3.6);
+`key_secret` is one secret or several, newest first. A file key already stored under an
+older secret's hash is the same key (it moves to the newest secret on its next use), so
+loading the file again still changes nothing.
 """
 
 from __future__ import annotations
@@ -14,17 +19,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cbstop.auth.keys import hash_key
+from cbstop.auth.keys import hash_key, secret_fingerprint
 from cbstop.db.database import Connection, sqlite_path
 from cbstop.world import bulk, checks, files
 from cbstop.world.errors import WorldError
 from cbstop.world.progress import Reporter
+from cbstop.world.rows import Existing
 from cbstop.world.schema import World
 
 __all__ = ["LoadSummary", "WorldError", "load_world", "load_world_file"]
@@ -53,7 +59,7 @@ class LoadSummary:
 
 
 def load_world_file(
-    database_url: str, path: Path, *, key_secret: str, progress: bool = False
+    database_url: str, path: Path, *, key_secret: str | Sequence[str], progress: bool = False
 ) -> LoadSummary:
     """Load the world file at `path` into the database."""
     with _gc_paused():
@@ -62,14 +68,19 @@ def load_world_file(
 
 
 def load_world(
-    database_url: str, world: Mapping[str, Any], *, key_secret: str, progress: bool = False
+    database_url: str,
+    world: Mapping[str, Any],
+    *,
+    key_secret: str | Sequence[str],
+    progress: bool = False,
 ) -> LoadSummary:
     """Load a parsed world file into the database, in one transaction."""
     started = time.perf_counter()
     with _gc_paused(), Reporter(progress and files.entry_count(world) >= LARGE) as reporter:
         reporter.step("Validating", 1)
         parsed = files.validate(world)
-        summary = asyncio.run(_load(database_url, parsed, world, key_secret, reporter))
+        secrets = (key_secret,) if isinstance(key_secret, str) else tuple(key_secret)
+        summary = asyncio.run(_load(database_url, parsed, world, secrets, reporter))
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -87,18 +98,44 @@ def _gc_paused() -> Iterator[None]:
 
 
 async def _load(
-    url: str, world: World, raw: Mapping[str, Any], key_secret: str, reporter: Reporter
+    url: str, world: World, raw: Mapping[str, Any], secrets: Sequence[str], reporter: Reporter
 ) -> LoadSummary:
-    key_hashes = [hash_key(key_secret, key.secret) for key in world.api_keys]
+    if not secrets:
+        raise WorldError("no key secret is configured (CBSTOP_KEY_SECRET)")
+    newest = secrets[0]
+    key_hashes = [hash_key(newest, key.secret) for key in world.api_keys]
+    # Each key's hash under every older secret, to the hash under the newest.
+    older = {
+        hash_key(secret, key.secret): key_hash
+        for secret in secrets[1:]
+        for key, key_hash in zip(world.api_keys, key_hashes, strict=True)
+    }
     async with _transaction(url) as conn:
         reporter.step("Reading the database", 1)
-        existing = await bulk.fetch_existing(conn, checks.lookups(world, key_hashes))
+        lookups = checks.lookups(world, [*key_hashes, *older])
+        existing = _as_newest(await bulk.fetch_existing(conn, lookups), older)
         reporter.step("Checking", 1)
         now = time.time_ns() // 1000
-        plan = checks.plan(world, raw, key_hashes=key_hashes, now=now, existing=existing)
+        plan = checks.plan(
+            world,
+            raw,
+            key_hashes=key_hashes,
+            key_fingerprint=secret_fingerprint(newest),
+            now=now,
+            existing=existing,
+        )
         await bulk.write(conn, plan, reporter, large=LARGE)
         reporter.step("Committing", 1)
     return LoadSummary(added=plan.added, unchanged=plan.unchanged)
+
+
+def _as_newest(existing: Existing, older: Mapping[str, str]) -> Existing:
+    """The stored keys as the checks compare them: a key stored under an older secret's hash
+    counts as stored under the newest one's (it is the same key)."""
+    for row in existing.api_keys.values():
+        row["key_hash"] = older.get(row["key_hash"], row["key_hash"])
+    existing.key_owners = {older.get(h, h): key_id for h, key_id in existing.key_owners.items()}
+    return existing
 
 
 @asynccontextmanager

@@ -148,6 +148,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "revoked",
         "revoked_at",
         "created_at",
+        "secret_fingerprint",
     ),
 }
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cbstop.auth.keys import hash_key
+from cbstop.auth.keys import hash_key, secret_fingerprint
 from tests.cli.run import cbstop, start_cbstop
 from tests.db.test_migrations import HEAD
 from tests.support import TEST_KEY_SECRET, query, snapshot
@@ -193,21 +193,43 @@ def test_keys_create_with_abilities_grants_exactly_those(database_url: str, tmp_
     ]
 
 
-def test_keys_list_shows_owner_abilities_and_revocation(database_url: str, tmp_path: Path) -> None:
+def test_keys_list_shows_owner_abilities_expiry_last_use_revocation_and_secret(
+    database_url: str, tmp_path: Path
+) -> None:
     cbstop("load", str(world_file(tmp_path)), "--database-url", database_url)
     result = cbstop("keys", "list", "--database-url", database_url)
-    assert result.returncode == 0
+    assert (result.returncode, result.stderr) == (0, "")
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["ID", "OWNER", "ABILITIES", "CREATED", "REVOKED"]
-    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert lines[0].split() == [
+        "ID",
+        "OWNER",
+        "ABILITIES",
+        "CREATED",
+        "EXPIRES",
+        "LAST_USED",
+        "REVOKED",
+        "SECRET",
+    ]
+    table = lines[1 : lines.index("")]
+    rows = {line.split()[0]: line.split() for line in table}
+    assert len(rows) == len(base_world()["api_keys"])
     assert rows["key_read_a1"][1:4] == ["organisation", "org_a1", "integrations:read"]
     assert rows["key_admin_a"][1:4] == [
         "partner_group",
         "pgrp_a_admin",
         "integrations:read,integrations:write",
     ]
-    assert rows["key_org_a1"][-1] == "-"
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rows["key_revoked_a1"][-1])
+    fingerprint = secret_fingerprint(TEST_KEY_SECRET)
+    assert rows["key_org_a1"][5:] == ["never", "never", "-", fingerprint]
+    assert rows["key_revoked_a1"][-1] == fingerprint
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rows["key_revoked_a1"][-2])
+    live = sum(1 for k in base_world()["api_keys"] if not k.get("revoked"))
+    summary = lines[lines.index("") + 1 :]
+    assert summary[0] == "Live keys (not revoked, not expired) per key secret:"
+    assert [line.split() for line in summary[1:]] == [
+        ["SECRET", "KEYS"],
+        [fingerprint, str(live), "CBSTOP_KEY_SECRET", "#1", "(newest)"],
+    ]
 
 
 def test_keys_list_of_an_empty_database(database_url: str) -> None:

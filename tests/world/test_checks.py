@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 
-from cbstop.auth.keys import hash_key
+from cbstop.auth.keys import hash_key, secret_fingerprint
 from cbstop.world import checks
 from cbstop.world.errors import WorldError
 from cbstop.world.rows import ApiKeyRow, Existing, IntegrationRow, Plan
@@ -31,6 +31,7 @@ def check(raw: dict[str, Any], existing: Existing | None = None) -> Plan:
         world,
         raw,
         key_hashes=[hash_key(TEST_KEY_SECRET, k.secret) for k in world.api_keys],
+        key_fingerprint=secret_fingerprint(TEST_KEY_SECRET),
         now=NOW,
         existing=existing or Existing(),
     )
@@ -143,10 +144,11 @@ def test_keys_are_planned_with_their_hash_abilities_and_revocation_time_never_th
         False,
         None,
         NOW,
+        secret_fingerprint(TEST_KEY_SECRET),
     )
     assert rows["key_desk_a"][2:4] == (None, "pgrp_a_desk")
     assert rows["key_read_a1"][4] == "integrations:read"
-    assert rows["key_revoked_a1"][5:] == (True, NOW, NOW)
+    assert rows["key_revoked_a1"][5:8] == (True, NOW, NOW)
     assert not any(secret in str(row) for row in rows.values() for secret in SECRETS)
 
 
