@@ -96,6 +96,13 @@ def test_env_example_lists_every_setting_once_at_its_default(
     assert Settings() == defaults
 
 
+def test_the_settings_table_of_production_md_has_every_setting() -> None:
+    text = (REPO / "docs" / "production.md").read_text()
+    table = text.split("\n## Settings", 1)[1]
+    rows = set(re.findall(r"^\| `CBSTOP_([A-Z_]+)`", table, flags=re.MULTILINE))
+    assert sorted(name.lower() for name in rows) == sorted(Settings.model_fields)
+
+
 def test_a_dotenv_file_is_read_and_the_environment_wins_over_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
