@@ -25,7 +25,6 @@ from memory, before its body is validated, as a recall would have been.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -39,6 +38,7 @@ from cbstop.errors import (
 )
 from cbstop.idempotency.keys import Answer, Keyed, now_micros
 from cbstop.observability.logging import log
+from cbstop.tasks import cancelled
 
 T = TypeVar("T")
 
@@ -232,10 +232,7 @@ class Purger:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancelled(task)
 
     async def _run(self) -> None:
         while True:

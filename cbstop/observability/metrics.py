@@ -22,7 +22,6 @@ memory; the per-process dictionaries this replaced took 0.3 µs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 import platform
@@ -37,6 +36,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.samples import Sample
 
 from cbstop import __version__
+from cbstop.tasks import cancelled
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -129,10 +129,7 @@ class Metrics:
     async def stop(self) -> None:
         """Stop writing the gauges."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancelled(task)
 
     async def _keep_fresh(self, pool_stats: Callable[[], tuple[int, int]]) -> None:
         while True:

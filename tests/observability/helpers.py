@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from tests.reliability.processes import Server
+from tests.reliability.processes import Server, started
 
 SAMPLE = re.compile(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$")
 
@@ -60,13 +60,8 @@ def serving(
     """`running`, with more arguments to `cbstop serve`."""
     server = Server(database_url, workers=workers, env=env)
     server.argv += list(args)
-    server.start()
-    try:
-        server.wait_ready()
+    with started(server):
         yield server
-    finally:
-        server.stop()
-        server.cleanup()
 
 
 def raw_exchange(server: Server, request: bytes) -> bytes:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import httpx
 import psycopg
@@ -208,7 +208,16 @@ def running(
     database_url: str, *, workers: int = 1, env: dict[str, str] | None = None
 ) -> Iterator[Server]:
     """A `cbstop serve` on `database_url`, ready, stopped afterwards."""
-    server = Server(database_url, workers=workers, env=env)
+    with started(Server(database_url, workers=workers, env=env)) as server:
+        yield server
+
+
+AnyServer = TypeVar("AnyServer", bound=Server)
+
+
+@contextmanager
+def started(server: AnyServer) -> Iterator[AnyServer]:
+    """`server` started and ready; stopped and cleaned up afterwards."""
     server.start()
     try:
         server.wait_ready()

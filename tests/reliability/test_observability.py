@@ -14,6 +14,7 @@ import pytest
 from cbstop.web.edge import USER_AGENT_LIMIT
 from cbstop.world.loader import load_world
 from tests.integrations.helpers import secret, world
+from tests.observability.helpers import samples as prometheus_samples
 from tests.reliability.processes import running
 from tests.support import TEST_KEY_SECRET
 
@@ -33,19 +34,6 @@ LINE_KEYS = {
     "key_id",
     "owner",
 }
-SAMPLE = re.compile(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$")
-
-
-def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
-    found = []
-    for line in text.splitlines():
-        if line.startswith("#") or not line:
-            continue
-        match = SAMPLE.match(line)
-        assert match, f"not Prometheus text: {line!r}"
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-        found.append((match.group(1), labels, float(match.group(3))))
-    return found
 
 
 def _agent(n: int) -> str:
@@ -110,7 +98,7 @@ def test_access_log_and_metrics_of_a_real_server(database_url: str) -> None:
 
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
-    samples = _samples(metrics.text)
+    samples = list(prometheus_samples(metrics.text))
     totals = Counter[tuple[str, str, str]]()
     for name, labels, value in samples:
         if name == "cbstop_requests_total":

@@ -29,7 +29,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from cbstop.web import endpoints
-from tests.reliability.processes import CBSTOP, REPO, Server
+from tests.reliability.processes import CBSTOP, REPO, Server, started
 from tests.support import IN_CI, DatabaseMaker, api_client
 
 CHROMIUM = "/usr/bin/chromium"
@@ -207,14 +207,8 @@ class DemoServer(Server):
 
 @contextmanager
 def demo_server() -> Iterator[DemoServer]:
-    server = DemoServer()
-    server.start()
-    try:
-        server.wait_ready()
+    with started(DemoServer()) as server:
         yield server
-    finally:
-        server.stop()
-        server.cleanup()
 
 
 @dataclass

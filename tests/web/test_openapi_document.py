@@ -23,6 +23,7 @@ from tests.integrations.helpers import (
     openapi_response,
 )
 from tests.support import DatabaseMaker, api_client
+from tests.test_spec_examples import ORDERS, STRIPE  # as the specification prints them
 
 LIST = "/v1/integrations"
 ONE = "/v1/integrations/{integration_id}"
@@ -33,25 +34,6 @@ OPERATIONS = {
     ("patch", ONE): ("Update integration", WRITE),
 }
 METHODS = ("get", "post", "put", "patch", "delete")
-
-# Example 4's answer, as the specification prints it; the others are changes to it.
-ORDERS = {
-    "id": "int_abc123",
-    "organisation_id": "org_xyz456",
-    "name": "Orders API Integration",
-    "type": "CUSTOM_ORDERS",
-    "status": "ENABLED",
-    "merchant_ids": ["mrch_111", "mrch_222"],
-    "links": [{"rel": "self", "uri": "/v1/integrations/int_abc123"}],
-}
-STRIPE = {
-    **ORDERS,
-    "id": "int_def789",
-    "name": "Stripe Main",
-    "type": "STRIPE",
-    "merchant_ids": ["mrch_111"],
-    "links": [{"rel": "self", "uri": "/v1/integrations/int_def789"}],
-}
 
 
 @pytest.fixture(scope="module")
