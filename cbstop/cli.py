@@ -6,7 +6,6 @@ is one line on stderr and exit status 1; usage mistakes exit 2. Never a tracebac
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import signal
 import sys
@@ -165,18 +164,11 @@ def _migrated(database_url: str | None) -> Settings:
     return settings
 
 
-def _with_database(settings: Settings, work: Callable[..., Awaitable[T]]) -> T:
+def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     """Run `work(db)` on an opened database, closing it afterwards."""
-    from cbstop.db.database import open_database
+    from cbstop.db.database import run_with_database
 
-    async def run() -> T:
-        db = await open_database(settings.database_url, settings)
-        try:
-            return await work(db)
-        finally:
-            await db.close()
-
-    return asyncio.run(run())
+    return run_with_database(settings, work)
 
 
 def _check_key_secrets(settings: Settings) -> None:
@@ -240,13 +232,8 @@ def serve(
             settings = settings.model_copy(
                 update={k: v for k, v in overrides.items() if v is not None}
             )
-            from cbstop.db.migrate import migrate as apply_migrations
-            from cbstop.server import check_settings
             from cbstop.server import serve as run_server
 
-            check_settings(settings)
-            apply_migrations(settings.database_url)
-            _check_key_secrets(settings)
             run_server(settings, host=host, port=port, workers=workers)
         finally:
             if demo_dir is not None:

@@ -38,7 +38,9 @@ from uvicorn.supervisors import Multiprocess, multiprocess
 
 from cbstop import __version__
 from cbstop.app import AppState, create_app
+from cbstop.db.database import run_with_database
 from cbstop.db.migrate import migrate
+from cbstop.keys.service import check_key_secrets
 from cbstop.observability import logging as obs_logging
 from cbstop.observability.logging import log
 from cbstop.observability.metrics import MULTIPROC_DIR
@@ -218,10 +220,13 @@ def uvicorn_config(settings: Settings, *, host: str, port: int, workers: int) ->
 
 
 def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
-    """Apply pending migrations, then serve until told to stop."""
+    """Apply pending migrations, check the key secrets against the stored keys, then serve
+    until told to stop."""
     check_settings(settings)
     obs_logging.configure(settings.log_level)
     migrate(settings.database_url)
+    # Keys the configured secrets cannot verify would all get 401: refuse instead (CONTRACT 3.6).
+    run_with_database(settings, lambda db: check_key_secrets(db, settings.key_secrets))
     config = uvicorn_config(settings, host=host, port=port, workers=workers)
     # The whole object, not variable by variable: every field reaches every worker, and since
     # every field is in it, no stray CBSTOP_ variable in a worker's environment overrides one.

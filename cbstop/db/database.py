@@ -8,9 +8,12 @@ repository choose between the few statements that differ.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
+
+T = TypeVar("T")
 
 Dialect = Literal["postgresql", "sqlite"]
 
@@ -96,6 +99,20 @@ async def open_database(url: str, settings: Any) -> Database:
     from cbstop.db.sqlite import SqliteDatabase
 
     return SqliteDatabase.open(sqlite_path(url))
+
+
+def run_with_database(settings: Any, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Run `work(db)` to the end on the database `settings` names, opened for it and closed
+    afterwards (for commands, outside any event loop)."""
+
+    async def run() -> T:
+        db = await open_database(settings.database_url, settings)
+        try:
+            return await work(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
 
 
 def sqlite_path(url: str) -> str:

@@ -94,7 +94,7 @@ class SecretUse:
 async def keys_per_secret(db: Database, secrets: Sequence[str]) -> list[SecretUse]:
     """Live keys per secret: every configured secret (newest first, even with no key), then
     fingerprints no configured secret has, then keys with no fingerprint yet."""
-    async with db.transaction() as conn:
+    async with db.connection() as conn:
         counts = await repository.live_keys_per_secret(conn, _now())
     fingerprints = [secret_fingerprint(s) for s in secrets]
     uses = [SecretUse(fp, i + 1, counts.pop(fp, 0)) for i, fp in enumerate(fingerprints)]
@@ -156,6 +156,7 @@ async def create_key(
     if expires_in is not None and expires_in <= 0:
         raise KeyManagementError("a key must expire after it is created")
     secret = generate_key()
+    fingerprint = secret_fingerprint(key_secret)
     created_at = _now()
     info = KeyInfo(
         id=generate_key_id(),
@@ -165,7 +166,7 @@ async def create_key(
         created_at=created_at,
         revoked_at=None,
         expires_at=None if expires_in is None else created_at + expires_in * 1_000_000,
-        secret_fingerprint=secret_fingerprint(key_secret),
+        secret_fingerprint=fingerprint,
     )
     async with db.transaction(write=True) as conn:
         if organisation_id is not None:
@@ -179,7 +180,7 @@ async def create_key(
             conn,
             key_id=info.id,
             key_hash=hash_key(key_secret, secret),
-            secret_fingerprint=secret_fingerprint(key_secret),
+            secret_fingerprint=fingerprint,
             organisation_id=organisation_id,
             partner_group_id=partner_group_id,
             abilities=encode_abilities(chosen),
