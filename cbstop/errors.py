@@ -16,11 +16,15 @@
      ├── IdempotencyKeyInUse    409 IDEMPOTENCY_KEY_IN_USE (its first request still runs after 5 s)
      ├── PreconditionFailed     412 PRECONDITION_FAILED (If-Match matches nothing)
      ├── IdempotencyKeyReused   422 IDEMPOTENCY_KEY_REUSED (stored for another request)
+     ├── RateLimited            429 RATE_LIMITED (the owner's quota for the operation is spent,
+     │                              or the client address failed authentication too often)
      ├── ValidationFailed       422 VALIDATION_ERROR (one entry per problem)
      ├── BusinessRuleViolation  422 DUPLICATE_MERCHANT_IDS | INVALID_MERCHANT_IDS |
      │                              INVALID_INTEGRATION_TYPE | MISSING_UPDATE_FIELDS
      └── ServiceUnavailable     503 SERVICE_UNAVAILABLE (database down or read-only, pool, statement
           │                         or SQLite write-lock timeout; a connection past the cap)
+          ├── Overloaded            503, the same answer: the worker already runs
+          │                         CBSTOP_MAX_IN_FLIGHT API requests
           └── LockWaitExpired       503, the same answer: a write waited too long for a lock (an
                                     Idempotency-Key's request turns it into 409)
 
@@ -199,6 +203,13 @@ class ServiceUnavailable(ApiError):
         super().__init__(headers={"Retry-After": "1"})
 
 
+class Overloaded(ServiceUnavailable):
+    """Refused at once because the worker already runs `max_in_flight` API requests: a quick
+    503 that a client retries, rather than a queue in which every request waits longer."""
+
+    message = "The service is at capacity; retry after Retry-After seconds"
+
+
 class RequestHeaderFieldsTooLarge(ApiError):
     status, code, message = (
         431,
@@ -266,6 +277,28 @@ class IdempotencyKeyInUse(ApiError):
             entries=[ErrorEntry(self.code, self.message, IDEMPOTENCY_KEY)],
             headers={"Retry-After": "1"},
         )
+
+
+class RateLimited(ApiError):
+    status, code = 429, "RATE_LIMITED"
+    message = "Too many requests for this operation; retry after Retry-After seconds"
+    description = (
+        "The key owner's quota for this operation is spent (`RateLimit-Policy` `default`), or "
+        "the client address failed authentication too often (`auth-failures`); nothing was "
+        "done. Retry after `Retry-After` seconds."
+    )
+    documented_headers = {
+        "Retry-After": "Whole seconds until a retry can succeed (at least 1).",
+        "RateLimit-Policy": 'The policy that refused: `"default";q=100;w=60` (the quota per '
+        'owner per operation) or `"auth-failures";q=20;w=60` (per client address).',
+        "RateLimit": 'What is left of it: `"default";r=0;t=<seconds until whole again>`.',
+    }
+    AUTH_FAILURES = (
+        "Too many failed authentications from this address; retry after Retry-After seconds"
+    )
+
+    def __init__(self, message: str | None, headers: dict[str, str]) -> None:
+        super().__init__(message, headers=headers)
 
 
 class PreconditionFailed(ApiError):

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cbstop.ratelimit.policy import parse_limit
 
 DEFAULT_DATABASE_URL = "sqlite:///./cbstop.db"
 PLACEHOLDER_KEY_SECRET = "cbstop-development-secret-change-me"  # noqa: S105 - a known placeholder
@@ -73,6 +75,25 @@ class Settings(BaseSettings):
     idempotency_purge_interval: float = Field(default=60.0, gt=0)
     # Stored answers each process keeps in memory, for retries that reach it (0: none).
     idempotency_cache_size: int = Field(default=10_000, ge=0)
+    # Requests per owner per operation: "<quota>/<window seconds>" (GCRA), or "off" (CONTRACT 3.3).
+    rate_limit: str = "100/60"
+    # Failed authentications per client address before its requests get 429, or "off".
+    auth_failure_limit: str = "20/60"
+    # Where the rate limits' counters live for every worker and instance (redis://host:port/db);
+    # empty: in each process.
+    redis_url: str = ""
+    # Seconds a Redis round trip may take before requests are served without limits.
+    redis_timeout: float = Field(default=0.25, gt=0)
+    # The prefix (and Redis Cluster hash tag) of every key cbstop writes to Redis.
+    redis_prefix: str = Field(default="cbstop", min_length=1, max_length=64, pattern=r"^[^{}\s]+$")
+    # API requests one worker runs at once; past it a request gets 503 at once (0: no limit).
+    max_in_flight: int = Field(default=256, ge=0)
+
+    @field_validator("rate_limit", "auth_failure_limit")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        parse_limit(value)  # raises ValueError with the reason
+        return value.strip().lower()
 
     @property
     def key_secrets(self) -> tuple[str, ...]:

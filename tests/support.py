@@ -106,6 +106,10 @@ def make_settings(database_url: str, **over: Any) -> Settings:
         "database_url": database_url,
         "key_secret": TEST_KEY_SECRET,
         "access_log": False,
+        # Rate limits only where a test is about them (tests/ratelimit): the other suites send
+        # hundreds of requests with one key, and bad keys on purpose, from one address.
+        "rate_limit": "off",
+        "auth_failure_limit": "off",
     }
     values.update(over)
     return Settings(**values)

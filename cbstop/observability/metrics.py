@@ -1,8 +1,9 @@
 """Prometheus metrics that add up across a server's workers, rendered by `GET /metrics`.
 
-Requests by route template and status, a latency histogram by route template, the database
-pools' connections in use and requests waiting, each worker's resident memory, CPU time,
-open file descriptors and start time, and the build. No labels ever carry key material.
+Requests by route template and status, a latency histogram by route template, requests
+refused by rate limits (by policy), served without them (store unreachable) or shed (worker
+at capacity), the database pools' connections in use and requests waiting, each worker's
+resident memory, CPU time, open file descriptors and start time, and the build. No labels ever carry key material.
 
 Under `cbstop serve` every worker writes its numbers to files of its own in one directory
 (prometheus_client's multiprocess mode: `PROMETHEUS_MULTIPROC_DIR`, made by `serve` before
@@ -97,6 +98,24 @@ class Metrics:
             multiprocess_mode="livesum",
         )
 
+        self.limited = Counter(
+            "cbstop_rate_limited",
+            "Requests refused with 429, by policy: default (the quota per owner per operation) "
+            "or auth-failures (per client address).",
+            ("policy",),
+            registry=registry,
+        )
+        self.limits_unavailable = Counter(
+            "cbstop_rate_limit_unavailable",
+            "Requests served without rate limits because their store (Redis) did not answer.",
+            registry=registry,
+        )
+        self.shed = Counter(
+            "cbstop_requests_shed",
+            "API requests refused with 503 at once because the worker ran CBSTOP_MAX_IN_FLIGHT.",
+            registry=registry,
+        )
+
         def per_worker(name: str, documentation: str) -> Gauge:
             # One series per live worker, labelled with its pid: in files, by the collector.
             if directory:
@@ -146,6 +165,18 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(seconds)
+
+    def rate_limited(self, policy: str) -> None:
+        """Count a request a rate limit refused."""
+        self.limited.labels(policy).inc()
+
+    def rate_limit_unavailable(self) -> None:
+        """Count a request served without limits: their store did not answer."""
+        self.limits_unavailable.inc()
+
+    def request_shed(self) -> None:
+        """Count an API request refused because the worker was at capacity."""
+        self.shed.inc()
 
     def refresh(self, pool_in_use: int, pool_waiting: int) -> None:
         """Write this worker's gauges: the pool's numbers and the process's own."""

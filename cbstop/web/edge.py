@@ -1,8 +1,10 @@
 """The ASGI application: every request, from its scope to the bytes of its answer.
 
-For each request the edge gives it an id, finds its operation in the route table, runs the
-checks the operation declares in the contract's order — key (401), ability (403),
-Idempotency-Key (400), query (422), body (415/413/400/422) — then its handler; for a request
+For each request the edge gives it an id, finds its operation in the route table, sheds an
+API request past the worker's `max_in_flight` (503), runs the checks the operation declares
+in the contract's order — the address's failure budget (429), key (401), the owner's quota
+(429), ability (403), Idempotency-Key (400), query (422), body (415/413/400/422) — then its
+handler, and adds the rate limit's fields to the answer; for a request
 with an Idempotency-Key, a stored answer comes before any later refusal (CONTRACT 3.1). It
 turns every error into the envelope through the one renderer; sends `X-Request-Id` and
 `Cache-Control: no-store` on every answer but the docs page's vendored files; and writes the
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from cbstop.auth.service import Principal
 from cbstop.errors import (
     ApiError,
     IdempotencyKeyReused,
@@ -22,6 +25,7 @@ from cbstop.errors import (
     InvalidIdempotencyKey,
     MethodNotAllowed,
     NotFound,
+    Overloaded,
     ServiceUnavailable,
     Unauthorised,
 )
@@ -83,14 +87,20 @@ class Edge:
             op = item.operations.get("GET" if method == "HEAD" else method)
             if op is None:
                 response = render(MethodNotAllowed(item.allow))
+            elif op.ability is None:
+                call = Call(state, scope, receive, rid, params)
+                response = await self._served(op, call)
+            elif state.in_flight >= state.max_in_flight:
+                # Shed at once: a quick 503 a client retries beats a queue every request waits in.
+                state.metrics.request_shed()
+                response = render(Overloaded())
             else:
                 call = Call(state, scope, receive, rid, params)
+                state.in_flight += 1
                 try:
-                    response = await self._run(op, call)
-                except asyncio.CancelledError:
-                    if not state.draining:
-                        raise
-                    response = _cut_short(op)
+                    response = await self._served(op, call)
+                finally:
+                    state.in_flight -= 1
         duration = time.perf_counter() - start
         # Counted before it is sent: a client holding an answer finds it in the next scrape,
         # whatever becomes of this worker (even SIGKILL) the moment after.
@@ -114,15 +124,46 @@ class Edge:
                 owner=principal.owner if principal else None,
             )
 
+    async def _served(self, op: Operation, call: Call) -> Response:
+        """The operation's answer, with the rate limit's fields; a request the drain timeout
+        cancelled gets 503."""
+        try:
+            response = await self._run(op, call)
+        except asyncio.CancelledError:
+            if not self.state.draining:
+                raise
+            return _cut_short(op)
+        if call.rate_fields:
+            response.headers = [*response.headers, *call.rate_fields]
+        return response
+
+    async def _authenticate(self, op: Operation, call: Call) -> Principal:
+        """The caller's key, within the rate limits (CONTRACT 3.3): 429 for an address past
+        its failure budget → 401 → 429 for a spent quota. The ability is checked after."""
+        limiter = self.state.limiter
+        client = call.scope.get("client")
+        address = client[0] if client else "unknown"
+        if limiter is not None:
+            limiter.check_address(address)
+        try:
+            authorization = sole_header(call.scope, b"authorization")
+            if isinstance(authorization, Repeated):
+                raise Unauthorised()
+            principal = await self.state.authenticator.authenticate(authorization)
+        except Unauthorised:
+            if limiter is not None:
+                call.rate_fields = await limiter.failed(address)
+            raise
+        call.principal_ = principal
+        if limiter is not None:
+            call.rate_fields = await limiter.admit(principal.owner, op.limit_key, address)
+        return principal
+
     async def _run(self, op: Operation, call: Call) -> Response:
         """The operation's checks, then its handler; any error as the envelope."""
         try:
             if op.ability is not None:
-                authorization = sole_header(call.scope, b"authorization")
-                if isinstance(authorization, Repeated):
-                    raise Unauthorised()
-                principal = await self.state.authenticator.authenticate(authorization)
-                call.principal_ = principal
+                principal = await self._authenticate(op, call)
                 principal.require(op.ability)
             key = None
             if op.idempotent:

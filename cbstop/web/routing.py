@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -49,6 +50,8 @@ class Call:
     body: Any = None
     # The request's Idempotency-Key, owner and fingerprint, if it sent a key.
     keyed: Keyed | None = None
+    # The rate limit's RateLimit-Policy and RateLimit fields for the answer (CONTRACT 3.3).
+    rate_fields: list[tuple[bytes, bytes]] | None = None
 
     @property
     def principal(self) -> Principal:
@@ -183,6 +186,11 @@ class Operation:
     # Service endpoints (health, metrics, the document itself) stay out of the document.
     documented: bool = True
 
+    @cached_property
+    def limit_key(self) -> str:
+        """What the quota counts per owner: the operation, as method and path template."""
+        return f"{self.method} {self.path}"
+
     @property
     def request_headers(self) -> tuple[HeaderParam, ...]:
         """The request headers the document declares."""
@@ -193,7 +201,7 @@ class Operation:
         # The HTTP parser's refusals (cbstop/web/protocol.py), first.
         found: list[type[ApiError]] = [errors.MalformedRequest, errors.RequestHeaderFieldsTooLarge]
         if self.ability is not None:
-            found += [errors.Unauthorised, errors.Forbidden]
+            found += [errors.Unauthorised, errors.RateLimited, errors.Forbidden]
         if self.idempotent:
             found.append(errors.InvalidIdempotencyKey)
         if self.body is not None:

@@ -1,7 +1,8 @@
-"""What every request of one process shares: settings, the database, keys, metrics."""
+"""What every request of one process shares: settings, the database, keys, metrics, limits."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 from cbstop.auth.service import Authenticator
@@ -10,6 +11,7 @@ from cbstop.db.database import Database, open_database
 from cbstop.idempotency.store import AnswerCache, Purger
 from cbstop.observability.logging import log
 from cbstop.observability.metrics import Metrics
+from cbstop.ratelimit.limiter import RateLimiter
 from cbstop.settings import Settings
 
 
@@ -20,11 +22,15 @@ class AppState:
     authenticator: Authenticator
     purger: Purger | None = None
     key_upkeep: KeyUpkeep | None = None
+    limiter: RateLimiter | None = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self.draining = False
+        # API requests this worker runs now, and how many it may (CBSTOP_MAX_IN_FLIGHT).
+        self.in_flight = 0
+        self.max_in_flight = settings.max_in_flight or sys.maxsize
         self.openapi_json = b""
         # Answers stored under Idempotency-Keys, kept for retries that reach this process.
         self.answers = AnswerCache(settings.idempotency_cache_size)
@@ -33,7 +39,8 @@ class AppState:
 
     async def start(self) -> None:
         """Open the database (connections open on demand: a database that is down is fine),
-        and start purging expired idempotency keys and writing key upkeep in the background."""
+        start purging expired idempotency keys and writing key upkeep in the background, and
+        open the rate limits' store (Redis connects on demand too)."""
         self.db = await open_database(self.settings.database_url, self.settings)
         settings = self.settings
         # Re-hashes and last uses that requests note, written in the background (CONTRACT 3.6).
@@ -44,12 +51,19 @@ class AppState:
         self.key_upkeep.start()
         self.purger = Purger(self.db, settings.idempotency_ttl, settings.idempotency_purge_interval)
         self.purger.start()
+        # The rate limits (CONTRACT 3.3): None when both are off.
+        self.limiter = RateLimiter.of(settings, self.metrics)
+        if self.limiter is not None:
+            await self.limiter.start()
         # This worker's gauges, written for the other workers' scrapes (metrics.py).
         self.metrics.start(self.db.pool_stats)
 
     async def stop(self) -> None:
-        """Stop purging expired idempotency keys; write pending key upkeep; close the database."""
+        """Stop purging expired idempotency keys; close the rate limits' store; write pending
+        key upkeep; close the database."""
         await self.metrics.stop()
+        if self.limiter is not None:
+            await self.limiter.close()
         if self.purger is not None:
             await self.purger.stop()
         if self.key_upkeep is not None:

@@ -41,6 +41,9 @@ def base_env(**over: str) -> dict[str, str]:
     """The environment of a `cbstop` process: the test secret, nothing from CBSTOP_ outside."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CBSTOP_")}
     env["CBSTOP_KEY_SECRET"] = TEST_KEY_SECRET
+    # Rate limits only where a test is about them (as `make_settings`).
+    env["CBSTOP_RATE_LIMIT"] = "off"
+    env["CBSTOP_AUTH_FAILURE_LIMIT"] = "off"
     env.update(over)
     return env
 
