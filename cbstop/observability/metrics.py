@@ -3,7 +3,8 @@
 Requests by route template and status, a latency histogram by route template, requests
 refused by rate limits (by policy), served without them (store unreachable) or shed (worker
 at capacity), the database pools' connections in use and requests waiting, each worker's
-resident memory, CPU time, open file descriptors and start time, and the build. No labels ever carry key material.
+resident memory, CPU time, open file descriptors and start time, and the build. No labels
+ever carry key material.
 
 Under `cbstop serve` every worker writes its numbers to files of its own in one directory
 (prometheus_client's multiprocess mode: `PROMETHEUS_MULTIPROC_DIR`, made by `serve` before
