@@ -44,6 +44,7 @@ from cbstop.keys.service import check_key_secrets
 from cbstop.observability import logging as obs_logging
 from cbstop.observability.logging import log
 from cbstop.observability.metrics import MULTIPROC_DIR
+from cbstop.ratelimit.policy import parse_limit
 from cbstop.settings import PLACEHOLDER_KEY_SECRET, Settings
 from cbstop.web.protocol import EnvelopeHttpToolsProtocol, Limits
 
@@ -178,16 +179,34 @@ def describe_database(url: str) -> dict[str, str]:
     """The database's kind and where it is, for the startup line: never user, password or
     query string."""
     if url.startswith(("postgresql://", "postgres://")):
-        parts = urlsplit(url)
-        try:
-            port = parts.port or 5432
-        except ValueError:
-            port = 5432
-        host = parts.hostname or "localhost"
-        if ":" in host:
-            host = f"[{host}]"
-        return {"database": "postgresql", "database_at": f"{host}:{port}{parts.path}"}
+        return {"database": "postgresql", "database_at": _server_at(url, 5432)}
     return {"database": "sqlite", "database_at": url.removeprefix("sqlite:///").split("?")[0]}
+
+
+def describe_limits(settings: Settings) -> dict[str, str | int]:
+    """The rate limits and where they are counted, for the startup line: Redis's host, port
+    and database, never its password."""
+    described: dict[str, str | int] = {
+        "rate_limit": settings.rate_limit,
+        "auth_failure_limit": settings.auth_failure_limit,
+        "max_in_flight": settings.max_in_flight,
+    }
+    if not settings.redis_url:
+        return described | {"rate_limits_in": "memory"}
+    return described | {"rate_limits_in": "redis", "redis_at": _server_at(settings.redis_url, 6379)}
+
+
+def _server_at(url: str, default_port: int) -> str:
+    """`host:port/path` of a server's URL: never its user, password or query string."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        port = default_port
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}{parts.path}"
 
 
 def uvicorn_config(settings: Settings, *, host: str, port: int, workers: int) -> uvicorn.Config:
@@ -257,6 +276,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None
 def _log_start(settings: Settings, host: str, port: int, workers: int) -> None:
     address = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     database = describe_database(settings.database_url)
+    limits_at = describe_limits(settings)
     log.info(
         "cbstop %s serving on %s with %d worker%s, database %s at %s",
         __version__,
@@ -272,6 +292,15 @@ def _log_start(settings: Settings, host: str, port: int, workers: int) -> None:
                 "address": address,
                 "workers": workers,
                 **database,
+                **limits_at,
             }
         },
     )
+    limited = any(parse_limit(v) for v in (settings.rate_limit, settings.auth_failure_limit))
+    if workers > 1 and limited and not settings.redis_url:
+        log.warning(
+            "rate limits are counted by each of the %d workers: an owner may get up to %d times "
+            "its quota; set CBSTOP_REDIS_URL to count them once for every worker and instance",
+            workers,
+            workers,
+        )
