@@ -208,6 +208,10 @@ class Overloaded(ServiceUnavailable):
     503 that a client retries, rather than a queue in which every request waits longer."""
 
     message = "The service is at capacity; retry after Retry-After seconds"
+    description = (
+        "The worker is at capacity (it already runs `CBSTOP_MAX_IN_FLIGHT` API requests): "
+        "refused at once, before the key is looked up; nothing was done."
+    )
 
 
 class RequestHeaderFieldsTooLarge(ApiError):
@@ -288,10 +292,13 @@ class RateLimited(ApiError):
         "done. Retry after `Retry-After` seconds."
     )
     documented_headers = {
-        "Retry-After": "Whole seconds until a retry can succeed (at least 1).",
-        "RateLimit-Policy": 'The policy that refused: `"default";q=100;w=60` (the quota per '
-        'owner per operation) or `"auth-failures";q=20;w=60` (per client address).',
-        "RateLimit": 'What is left of it: `"default";r=0;t=<seconds until whole again>`.',
+        "Retry-After": "Whole seconds until a retry can succeed (rounded up, at least 1).",
+        "RateLimit-Policy": 'The policy that refused: `"default";q=<requests>;w=<seconds>`, the '
+        'quota per key owner and operation (`"default";q=100;w=60` unless the server sets '
+        '`CBSTOP_RATE_LIMIT`), or `"auth-failures";q=<failures>;w=<seconds>`, the budget of '
+        'failed authentications per client address (`"auth-failures";q=20;w=60` unless the '
+        "server sets `CBSTOP_AUTH_FAILURE_LIMIT`).",
+        "RateLimit": 'What is left of it: `"<policy>";r=0;t=<seconds until r is back to q>`.',
     }
     AUTH_FAILURES = (
         "Too many failed authentications from this address; retry after Retry-After seconds"

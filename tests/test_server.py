@@ -60,6 +60,12 @@ def test_a_worker_builds_its_app_on_every_field_serve_handed_down(
         proxy_headers=True,
         forwarded_allow_ips="10.0.0.1",
         key_last_used_interval=5.0,
+        rate_limit="7/3",
+        auth_failure_limit="off",
+        redis_url="redis://127.0.0.1:6379/5",
+        redis_timeout=0.5,
+        redis_prefix="handed-down",
+        max_in_flight=9,
     )
     assert all(getattr(given, f) != d.default for f, d in Settings.model_fields.items())
     monkeypatch.setattr(obs_logging, "configure", lambda: None)  # pytest's logging stays

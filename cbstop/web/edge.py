@@ -132,7 +132,7 @@ class Edge:
         except asyncio.CancelledError:
             if not self.state.draining:
                 raise
-            return _cut_short(op)
+            response = _cut_short(op)
         if call.rate_fields:
             response.headers = [*response.headers, *call.rate_fields]
         return response

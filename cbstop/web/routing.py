@@ -201,7 +201,8 @@ class Operation:
         # The HTTP parser's refusals (cbstop/web/protocol.py), first.
         found: list[type[ApiError]] = [errors.MalformedRequest, errors.RequestHeaderFieldsTooLarge]
         if self.ability is not None:
-            found += [errors.Unauthorised, errors.RateLimited, errors.Forbidden]
+            # Shed at capacity (503), then the key and its rate limits, then the ability.
+            found += [errors.Overloaded, errors.Unauthorised, errors.RateLimited, errors.Forbidden]
         if self.idempotent:
             found.append(errors.InvalidIdempotencyKey)
         if self.body is not None:

@@ -1,13 +1,17 @@
 """The served OpenAPI document, as a reader or a tool meets it: the specification's examples
-for requests and answers, the ability each operation needs, tags, and each path's 405s.
+for requests and answers, the ability each operation needs, tags, each path's 405s, and the
+rate limits' fields and refusals (CONTRACT 3.3).
 
 The oracle for the examples is the specification (integrations-api.md, Examples 1-5),
 written out here once as the integration it shows (Example 4) and the changes the other
-examples make to it; the 405s are checked against what the server actually answers.
+examples make to it; the 405s, and the rate limits' fields, are checked against what the
+server actually answers.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,13 +20,18 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # n
 from starlette.testclient import TestClient
 
 from cbstop.auth.keys import READ, WRITE
+from cbstop.errors import Overloaded, RateLimited, ServiceUnavailable
 from cbstop.web import endpoints
+from cbstop.web.openapi import build_openapi
+from cbstop.web.routing import RouteTable
 from tests.integrations.helpers import (
+    auth,
     openapi_operation,
     openapi_resolve,
     openapi_response,
+    world,
 )
-from tests.support import DatabaseMaker, api_client
+from tests.support import DatabaseMaker, api_client, bearer
 from tests.test_spec_examples import ORDERS, STRIPE  # as the specification prints them
 
 LIST = "/v1/integrations"
@@ -249,3 +258,214 @@ def test_the_service_endpoints_and_the_pages_files_stay_out_of_the_document(
 ) -> None:
     assert set(document["paths"]) == {LIST, ONE}
     assert endpoints.SWAGGER_UI_JS.startswith(endpoints.DOCS_PATH + "/")
+
+
+# The answers of each operation that come once its key is accepted, and so carry the quota's
+# fields; besides them every operation answers 401 (the failure budget's fields), 429 (the
+# refusing policy's) and the HTTP parser's 431 (none), and the GETs the parser's 400 (none).
+COUNTED = {
+    ("get", LIST): {"200", "403", "422", "503"},
+    ("post", LIST): {"201", "400", "403", "404", "409", "413", "415", "422", "503"},
+    ("get", ONE): {"200", "304", "403", "404", "503"},
+    ("patch", ONE): {"200", "400", "403", "404", "409", "412", "413", "415", "422", "503"},
+}
+FIELDS = ("RateLimit-Policy", "RateLimit")
+QUOTA_REFS = {name: {"$ref": f"#/components/headers/{name}"} for name in FIELDS}
+AUTH_FAILURE_REFS = {
+    name: {"$ref": f"#/components/headers/{name}.auth-failures"} for name in FIELDS
+}
+
+
+def _rate_fields(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer's documented rate limit fields, as declared (references unresolved)."""
+    return {k: v for k, v in answer.get("headers", {}).items() if k.lower().startswith("ratelimit")}
+
+
+def test_every_answer_of_the_four_operations_documents_the_rate_limit_fields_it_carries(
+    document: dict[str, Any],
+) -> None:
+    limited = {
+        (method, path)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if method != "parameters" and "x-required-abilities" in operation
+    }
+    assert limited == set(OPERATIONS)
+    for (method, path), counted in COUNTED.items():
+        responses = openapi_operation(document, method, path)["responses"]
+        before_the_key = {"431"} | ({"400"} if method == "get" else set())
+
+        assert set(responses) == counted | {"401", "429"} | before_the_key
+        for status in counted:
+            assert _rate_fields(responses[status]) == QUOTA_REFS, (method, path, status)
+        assert _rate_fields(responses["401"]) == AUTH_FAILURE_REFS
+        assert set(_rate_fields(responses["429"])) == set(FIELDS)
+        for status in before_the_key:
+            assert _rate_fields(responses[status]) == {}, (method, path, status)
+
+
+def test_the_rate_limit_fields_are_declared_once_optional_and_exact(
+    document: dict[str, Any],
+) -> None:
+    declared = document["components"]["headers"]
+    assert set(declared) == {*FIELDS, *(f"{name}.auth-failures" for name in FIELDS)}
+    for name, header in declared.items():
+        policy = "auth-failures" if name.endswith(".auth-failures") else "default"
+        example = header["example"]
+
+        # Never required: absent while a limit is off or its store (Redis) does not answer.
+        assert header["required"] is False
+        assert re.fullmatch(header["schema"]["pattern"], example)
+        assert example.startswith(f'"{policy}";')
+        assert "served without limits" in header["description"]
+        assert "CBSTOP_REDIS_URL" in header["description"]
+    assert declared["RateLimit-Policy"]["example"] == '"default";q=100;w=60'
+    assert declared["RateLimit-Policy.auth-failures"]["example"] == '"auth-failures";q=20;w=60'
+    assert declared["RateLimit-Policy.auth-failures"]["description"].startswith("On a 401")
+    assert declared["RateLimit.auth-failures"]["description"].startswith("On a 401")
+
+
+def test_the_429_documents_retry_after_the_refusing_policy_and_both_refusals(
+    document: dict[str, Any],
+) -> None:
+    for method, path in OPERATIONS:
+        answer = openapi_response(document, openapi_operation(document, method, path), "429")
+        headers = answer["headers"]
+
+        assert set(headers) == {"Retry-After", *FIELDS}
+        assert all(headers[name]["required"] is True for name in headers)
+        assert {name: headers[name]["description"] for name in headers} == (
+            RateLimited.documented_headers
+        )
+        # The default quota spent: a request returns every 0.6 s, so retry after 1 s.
+        assert {name: headers[name]["example"] for name in headers} == {
+            "Retry-After": "1",
+            "RateLimit-Policy": '"default";q=100;w=60',
+            "RateLimit": '"default";r=0;t=60',
+        }
+        for header in headers.values():
+            assert re.fullmatch(header["schema"]["pattern"], header["example"])
+        assert re.fullmatch(
+            headers["RateLimit-Policy"]["schema"]["pattern"], '"auth-failures";q=20;w=60'
+        )
+        assert _example_values(_json(answer)) == {
+            "RATE_LIMITED": {"errors": [{"code": "RATE_LIMITED", "message": RateLimited.message}]},
+            "RATE_LIMITED (auth-failures)": {
+                "errors": [{"code": "RATE_LIMITED", "message": RateLimited.AUTH_FAILURES}]
+            },
+        }
+
+
+def test_the_503_is_the_database_and_the_worker_at_capacity_in_one_answer(
+    document: dict[str, Any],
+) -> None:
+    for method, path in OPERATIONS:
+        answer = openapi_response(document, openapi_operation(document, method, path), "503")
+
+        assert Overloaded.description in answer["description"]
+        assert ServiceUnavailable.description in answer["description"]
+        assert "CBSTOP_MAX_IN_FLIGHT" in answer["description"]
+        assert answer["headers"]["Retry-After"]["required"] is True
+        assert _example_values(_json(answer)) == {
+            "SERVICE_UNAVAILABLE (Overloaded)": {
+                "errors": [{"code": "SERVICE_UNAVAILABLE", "message": Overloaded.message}]
+            },
+            "SERVICE_UNAVAILABLE": {
+                "errors": [{"code": "SERVICE_UNAVAILABLE", "message": ServiceUnavailable.message}]
+            },
+        }
+
+
+def test_operations_without_a_key_have_no_rate_limit_fields_nor_429() -> None:
+    # The service endpoints, documented for once: they are not limited (CONTRACT 3.3).
+    shown = [dataclasses.replace(op, documented=True) for op in endpoints.ROUTES]
+    document = build_openapi(RouteTable(shown))
+
+    answers = [
+        answer
+        for item in document["paths"].values()
+        for method, operation in item.items()
+        if method != "parameters"
+        for answer in operation["responses"].values()
+    ]
+    assert len(answers) > 10
+    assert all(_rate_fields(answer) == {} for answer in answers)
+    assert all(
+        status not in ("429", "401")
+        for item in document["paths"].values()
+        for method, op in item.items()
+        if method != "parameters"
+        for status in op["responses"]
+    )
+
+
+def test_the_fields_the_server_sends_are_the_ones_the_document_declares(
+    document: dict[str, Any], database_maker: DatabaseMaker
+) -> None:
+    """With small limits, each kind of answer's fields: present where declared, valid against
+    the declared schema, counting down; the 429s' bodies are the document's examples."""
+    org_a1, read_only = auth("key_org_a1"), auth("key_read_only_a1")
+    wrong = bearer("cbs_test_no_such_key_0000000000000000")
+
+    def check(method: str, path: str, answer: Any) -> dict[str, str]:
+        documented = openapi_response(
+            document, openapi_operation(document, method, path), str(answer.status_code)
+        )
+        sent = {name: answer.headers[name] for name in FIELDS if name in answer.headers}
+        assert set(sent) == set(_rate_fields(documented)), (method, path, answer.status_code)
+        for name, value in sent.items():
+            header = openapi_resolve(document, documented["headers"][name])
+            assert re.fullmatch(header["schema"]["pattern"], value), (name, value)
+        return sent
+
+    with (
+        database_maker.database("sqlite") as url,
+        api_client(url, world("matrix"), rate_limit="3/60", auth_failure_limit="2/60") as client,
+    ):
+        listed = client.get(LIST, headers=org_a1)
+        assert listed.status_code == 200
+        assert check("get", LIST, listed) == {
+            "RateLimit-Policy": '"default";q=3;w=60',
+            "RateLimit": '"default";r=2;t=20',
+        }
+        # Another operation, another quota: each starts whole.
+        missing = client.get(LIST + "/int_nowhere", headers=org_a1)
+        forbidden = client.post(LIST, headers=read_only, json={})
+        assert (missing.status_code, forbidden.status_code) == (404, 403)
+        assert check("get", ONE, missing)["RateLimit"] == '"default";r=2;t=20'
+        assert check("post", LIST, forbidden)["RateLimit"] == '"default";r=2;t=20'
+
+        invalid = client.get(LIST + "?limit=0", headers=org_a1)
+        last = client.get(LIST, headers=org_a1)
+        refused = client.get(LIST, headers=org_a1)
+        assert [a.status_code for a in (invalid, last, refused)] == [422, 200, 429]
+        assert check("get", LIST, invalid)["RateLimit"].startswith('"default";r=1;t=')
+        assert check("get", LIST, last)["RateLimit"].startswith('"default";r=0;t=')
+        assert check("get", LIST, refused)["RateLimit-Policy"] == '"default";q=3;w=60'
+        assert refused.headers["RateLimit"].startswith('"default";r=0;t=')
+        assert int(refused.headers["Retry-After"]) >= 1
+        answer_429 = _json(
+            openapi_response(document, openapi_operation(document, "get", LIST), "429")
+        )
+        assert refused.json() == _example_values(answer_429)["RATE_LIMITED"]
+
+        failures = [client.get(LIST, headers=wrong) for _ in range(2)]
+        assert [a.status_code for a in failures] == [401, 401]
+        first, second = (check("get", LIST, a) for a in failures)
+        # The first failure spends one of two: the budget is whole again in 60 s / 2.
+        assert first == {
+            "RateLimit-Policy": '"auth-failures";q=2;w=60',
+            "RateLimit": '"auth-failures";r=1;t=30',
+        }
+        assert second["RateLimit"].startswith('"auth-failures";r=0;t=')
+        # The budget spent, the address is refused whatever key it sends.
+        for headers in (wrong, read_only):
+            blocked = client.get(LIST + "/int_a1_orders", headers=headers)
+            assert blocked.status_code == 429
+            assert check("get", ONE, blocked)["RateLimit-Policy"] == '"auth-failures";q=2;w=60'
+            assert blocked.json() == _example_values(answer_429)["RATE_LIMITED (auth-failures)"]
+
+        # Not limited: a path's other methods and the service endpoints carry no fields.
+        for answer in (client.delete(LIST, headers=org_a1), client.get("/healthz")):
+            assert answer.status_code in (405, 200)
+            assert not {name.lower() for name in answer.headers} & {"ratelimit", "ratelimit-policy"}
