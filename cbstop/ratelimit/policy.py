@@ -29,6 +29,13 @@ class Limit:
         """Microseconds for one unit to return (rounded down: never slower than promised)."""
         return self.window_us // self.quota
 
+    @property
+    def burst_us(self) -> int:
+        """How far past now a key's TAT may run: `quota` intervals. Not the window: with the
+        interval rounded down, a window the quota does not divide would let more than the
+        quota through at once (9999/7 would admit 10,000)."""
+        return self.quota * self.interval_us
+
     def __str__(self) -> str:
         return f"{self.quota}/{self.window}"
 
