@@ -19,12 +19,19 @@ from bench.report import (
     BASELINE,
     BASELINE_SQLITE,
     CBSTOP,
+    CBSTOP_LIMITS,
+    CBSTOP_REDIS,
     CBSTOP_SQLITE,
+    CBSTOP_SQLITE_LIMITS,
+    CBSTOP_SQLITE_REDIS,
+    GET_LIMITS,
+    GET_REDIS,
     HELLO,
     PEER,
     Measurement,
 )
 from bench.worlds import BenchWorld
+from bench.wrk import WrkResult
 
 LIST = "/v1/integrations?limit=20"
 
@@ -50,6 +57,18 @@ SAFE_WRITE_SCENARIOS = ("post_keyed", "post_replay", "patch_if_match")
 REPLAYS = 200
 REPLAYED = "idempotent-replayed"
 BASELINES = (BASELINE, BASELINE_SQLITE)
+# Issue 12: GET one on a server of the same build and database with rate limits on, at a quota
+# the benchmark never reaches (at most one request per microsecond is all a limit may say), and
+# the default auth-failure budget. Every other server runs with both limits off.
+QUOTA = "60000000/60"
+AUTH_FAILURES = "20/60"
+QUOTA_POLICY = '"default";q=60000000;w=60'
+# For a server of the plan, the server each limits scenario runs on.
+LIMITED = {
+    CBSTOP: {GET_LIMITS: CBSTOP_LIMITS, GET_REDIS: CBSTOP_REDIS},
+    CBSTOP_SQLITE: {GET_LIMITS: CBSTOP_SQLITE_LIMITS, GET_REDIS: CBSTOP_SQLITE_REDIS},
+}
+LIMIT_SCENARIOS = (GET_LIMITS, GET_REDIS)
 
 
 @dataclass(frozen=True)
@@ -57,7 +76,8 @@ class Probe:
     """One request that must succeed before a scenario is worth timing.
 
     `replayed`: True if the answer must carry `Idempotent-Replayed: true`, False if it must not
-    carry the header, None if it does not matter; `etag`: whether it must carry an `ETag`.
+    carry the header, None if it does not matter; `etag`: whether it must carry an `ETag`;
+    `policy`: the `RateLimit-Policy` it must carry (None: none, the limits are off).
     """
 
     method: str
@@ -68,6 +88,7 @@ class Probe:
     headers: dict[str, str] = field(default_factory=dict)
     replayed: bool | None = None
     etag: bool = False
+    policy: str | None = None
 
     def send(self, client: httpx.Client, job: Job) -> httpx.Response:
         """The request, its answer checked; a BenchError says what was wrong."""
@@ -94,6 +115,12 @@ class Probe:
             raise BenchError(f"{said}: a fresh answer carries Idempotent-Replayed {replayed}")
         if self.etag and not response.headers.get("etag"):
             raise BenchError(f"{said}: no ETag in the {response.status_code} answer")
+        policy = response.headers.get("ratelimit-policy")
+        if policy != self.policy:
+            raise BenchError(
+                f"{said}: RateLimit-Policy is {policy!r}, expected {self.policy!r} "
+                f"(rate limits {'on' if self.policy else 'off'})"
+            )
         return response
 
 
@@ -113,7 +140,20 @@ class Job:
     # (api key, list path) whose `count` must be the same after every run of the job: a
     # scenario that must write nothing.
     unchanged_count: tuple[str, str] | None = None
+    # Run after the probe and after every run (with its result): the limits scenarios' proof
+    # that the limits were on and refused nothing (bench/jobs.py: limits_checker).
+    check: Callable[[httpx.Client, Job, WrkResult | None], None] | None = None
     measurement: Measurement = field(init=False)
+
+    @property
+    def probe_path(self) -> str:
+        assert self.probe is not None
+        return self.probe.path
+
+    @property
+    def probe_headers(self) -> dict[str, str]:
+        assert self.probe is not None and self.probe.key is not None
+        return {"Authorization": f"Bearer {self.probe.key}"}
 
     def __post_init__(self) -> None:
         self.measurement = Measurement(0, self.server_kind, self.scenario)
@@ -125,8 +165,15 @@ def write_lines(path: Path, lines: list[str]) -> str:
 
 
 def build_jobs(
-    servers: dict[str, Server], world: BenchWorld, work: Path, args: argparse.Namespace
+    servers: dict[str, Server],
+    world: BenchWorld,
+    work: Path,
+    args: argparse.Namespace,
+    redis_sees: Callable[[Callable[[], object]], bool] | None = None,
 ) -> list[Job]:
+    """The jobs of every scenario of every server in `servers`; `redis_sees(request)` sends a
+    request while watching Redis and says whether a command under the run's prefix went by
+    (needed when the Redis scenario runs)."""
     get_paths = write_lines(
         work / "get_paths.txt", [f"/v1/integrations/{i}" for i in world.org_key_integrations]
     )
@@ -159,6 +206,24 @@ def build_jobs(
         if name == "get_one":
             probe = Probe("GET", first_get, world.org_key, None, 200)
             return Job(server, kind, name, "paths.lua", [world.org_key, get_paths], probe)
+        if name in LIMIT_SCENARIOS:
+            # Measured as a scenario of `kind`, on its twin with the limits on.
+            limited = servers[LIMITED[kind][name]]
+            probe = Probe("GET", first_get, world.org_key, None, 200, policy=QUOTA_POLICY)
+            watch = None
+            if name == GET_REDIS:
+                if redis_sees is None:
+                    raise ValueError(f"{name} needs redis_sees")
+                watch = redis_sees
+            return Job(
+                limited,
+                kind,
+                name,
+                "paths.lua",
+                [world.org_key, get_paths],
+                probe,
+                check=limits_checker(watch),
+            )
         if name in lists:
             key, path = lists[name]
             paths = write_lines(work / f"{name}.txt", [path])
@@ -232,6 +297,8 @@ def build_jobs(
         plan += [(BASELINE, s) for s in CBSTOP_SCENARIOS]
     if CBSTOP_SQLITE in servers:
         plan += [(CBSTOP_SQLITE, s) for s in SQLITE_SCENARIOS]
+    for kind, twins in LIMITED.items():
+        plan += [(kind, s) for s, limited in twins.items() if limited in servers]
     if BASELINE_SQLITE in servers:
         plan += [(BASELINE_SQLITE, s) for s in SQLITE_SCENARIOS]
     if PEER in servers:
@@ -309,6 +376,53 @@ def _if_match_checker(key: str, path: str) -> Callable[[httpx.Client, Job], None
     return check
 
 
+def metric_total(text: str, name: str) -> float:
+    """The sum of a counter's samples (every label set) in a Prometheus exposition."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def limits_checker(
+    redis_sees: Callable[[Callable[[], object]], bool] | None,
+) -> Callable[[httpx.Client, Job, WrkResult | None], None]:
+    """That a limits scenario measured what it claims: no answer but 2xx (no 429) and no
+    refusal in the server's metrics; with Redis, not one request served without it, and (once,
+    before the runs) a request seen reaching Redis under the run's prefix.
+
+    The keys themselves cannot show it: at a quota this large a key lives a millisecond.
+    """
+
+    def check(client: httpx.Client, job: Job, result: WrkResult | None) -> None:
+        said = f"{job.server_kind} {job.scenario} ({job.server.name})"
+        if result is not None and (result.status_errors or result.socket_errors):
+            raise BenchError(
+                f"{said}: {result.status_errors} answers were not 2xx and {result.socket_errors} "
+                f"failed of {result.requests}; the quota must never be reached"
+            )
+        metrics = client.get(job.server.url + "/metrics")
+        if metrics.status_code != 200:
+            raise BenchError(f"{said}: /metrics answered {metrics.status_code}")
+        refused = metric_total(metrics.text, "cbstop_rate_limited_total")
+        if refused:
+            raise BenchError(f"{said}: cbstop_rate_limited_total is {refused:g}, expected 0")
+        if redis_sees is not None:
+            unlimited = metric_total(metrics.text, "cbstop_rate_limit_unavailable_total")
+            if unlimited:
+                raise BenchError(
+                    f"{said}: {unlimited:g} requests were served without Redis "
+                    "(cbstop_rate_limit_unavailable_total); see the server's log"
+                )
+            if result is None and not redis_sees(
+                lambda: client.get(job.server.url + job.probe_path, headers=job.probe_headers)
+            ):
+                raise BenchError(f"{said}: a request sent no command under the run's prefix")
+
+    return check
+
+
 def scope_count(job: Job) -> int | None:
     """The `count` that must not change across a run of `job` (None: the job may write)."""
     if job.unchanged_count is None:
@@ -341,6 +455,8 @@ def probe(jobs: list[Job]) -> list[Job]:
                     job.prepare(client, job)
                 if job.probe is not None:
                     job.probe.send(client, job)
+                if job.check is not None:
+                    job.check(client, job, None)
             except BenchError as exc:
                 if job.server_kind in BASELINES and job.scenario in SAFE_WRITE_SCENARIOS:
                     log(f"dropped, the baseline build cannot run it: {exc}")

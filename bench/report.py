@@ -21,6 +21,14 @@ HELLO = "hello"
 # Another build of cbstop beside the current one (`bench.run --baseline`), same databases.
 BASELINE = "baseline"
 BASELINE_SQLITE = "baseline-sqlite"
+# The same build and database with rate limits on (issue 12), in-process or in Redis: their
+# GET one is measured as the scenarios get_one_limits / get_one_redis of CBSTOP (CBSTOP_SQLITE).
+CBSTOP_LIMITS = "cbstop-limits"
+CBSTOP_REDIS = "cbstop-redis"
+CBSTOP_SQLITE_LIMITS = "cbstop-sqlite-limits"
+CBSTOP_SQLITE_REDIS = "cbstop-sqlite-redis"
+GET_LIMITS = "get_one_limits"
+GET_REDIS = "get_one_redis"
 
 SERVER_LABELS = {
     CBSTOP: "cbstop (PostgreSQL)",
@@ -30,9 +38,15 @@ SERVER_LABELS = {
     PEER: "textbook FastAPI peer",
     BARE_GET: "bare get (ASGI + asyncpg)",
     HELLO: "bare hello (ASGI)",
+    CBSTOP_LIMITS: "cbstop, rate limits in-process (PostgreSQL)",
+    CBSTOP_REDIS: "cbstop, rate limits in Redis (PostgreSQL)",
+    CBSTOP_SQLITE_LIMITS: "cbstop, rate limits in-process (SQLite)",
+    CBSTOP_SQLITE_REDIS: "cbstop, rate limits in Redis (SQLite)",
 }
 SCENARIO_LABELS = {
     "get_one": "GET one (org key)",
+    GET_LIMITS: "GET one, rate limits on in-process (quota never reached)",
+    GET_REDIS: "GET one, rate limits on in Redis (quota never reached)",
     "list_org": "list limit=20 (org key)",
     "list_admin": "list limit=20 (partner admin)",
     "list_desk": "list limit=20 (non-admin group, 1,000 orgs)",
@@ -183,9 +197,18 @@ TARGET_VS_PEER = 5.0
 TARGET_KEYED_VS_POST = 0.85
 TARGET_REPLAY_VS_GET = 0.9
 TARGET_IF_MATCH_VS_PATCH = 0.95
+# Issue 12: what rate limits may cost GET one when the quota is never reached.
+TARGET_LIMITS_VS_GET = 0.9
+TARGET_REDIS_VS_GET = 0.8
 # Scenario -> the scenario of the same server it is measured against; the two run back to back
 # in every round, who goes first alternating (bench/compare.py: paired_units).
-SCENARIO_TWINS = {"post_keyed": "create", "post_replay": "get_one", "patch_if_match": "patch"}
+SCENARIO_TWINS = {
+    "post_keyed": "create",
+    "post_replay": "get_one",
+    "patch_if_match": "patch",
+    GET_LIMITS: "get_one",
+    GET_REDIS: "get_one",
+}
 
 
 def compute_ratios(measurements: list[Measurement]) -> list[Ratio]:
@@ -213,6 +236,16 @@ def compute_ratios(measurements: list[Measurement]) -> list[Ratio]:
             _ratio(table, f"PATCH If-Match / PATCH @{s}", (n, CBSTOP, "patch_if_match"),
                    (n, CBSTOP, "patch"), TARGET_IF_MATCH_VS_PATCH),
         ]  # fmt: skip
+        for server, where in ((CBSTOP, ""), (CBSTOP_SQLITE, " (SQLite)")):
+            if server != CBSTOP and table.rps(n, server, "get_one") is None:
+                continue
+            one = (n, server, "get_one")
+            out += [
+                _ratio(table, f"GET one limits in-process / limits off{where} @{s}",
+                       (n, server, GET_LIMITS), one, TARGET_LIMITS_VS_GET),
+                _ratio(table, f"GET one limits in Redis / limits off{where} @{s}",
+                       (n, server, GET_REDIS), one, TARGET_REDIS_VS_GET),
+            ]  # fmt: skip
         for server in (CBSTOP, CBSTOP_SQLITE):
             for scenario in table.scenarios(n, server):
                 if table.rps(n, PEER, scenario) is None:

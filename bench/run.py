@@ -29,14 +29,25 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from bench import compare, report
-from bench.jobs import Job, build_jobs, probe, scope_count
+from bench.jobs import (
+    AUTH_FAILURES,
+    LIMITED,
+    QUOTA,
+    Job,
+    build_jobs,
+    client_for_checks,
+    probe,
+    scope_count,
+)
 from bench.procs import (
     BIN,
     PYTHON,
@@ -60,6 +71,7 @@ from bench.report import (
     BASELINE_SQLITE,
     CBSTOP,
     CBSTOP_SQLITE,
+    GET_REDIS,
     HELLO,
     PEER,
     Measurement,
@@ -71,6 +83,7 @@ RESULTS = REPO / "bench" / "results"
 CACHE = RESULTS / "tmp"
 KEY_SECRET = "bench-key-secret-not-for-production-0123456789"
 DEFAULT_POSTGRES = os.environ.get("CBSTOP_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+DEFAULT_REDIS = os.environ.get("CBSTOP_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 
 
 def parse_size(text: str) -> int:
@@ -100,6 +113,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scenarios", default=None, help="only these scenarios (comma list)")
     p.add_argument("--no-refs", action="store_true", help="skip bare hello / bare get / peer")
     p.add_argument("--postgres", default=DEFAULT_POSTGRES, help="server URL, no database")
+    p.add_argument("--redis", default=DEFAULT_REDIS, help="the Redis of get_one_redis")
+    p.add_argument(
+        "--no-redis", action="store_true", help="skip get_one_redis (no Redis on this machine)"
+    )
     p.add_argument("--output-dir", type=Path, default=None, help="default bench/results")
     p.add_argument(
         "--baseline",
@@ -174,6 +191,7 @@ def _meta(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "settings": dict(SETTINGS),
+        "limits_on": {"CBSTOP_RATE_LIMIT": QUOTA, "CBSTOP_AUTH_FAILURE_LIMIT": AUTH_FAILURES},
         "deep_offset": args.deep_offset,
     }
 
@@ -184,12 +202,15 @@ SETTINGS: dict[str, str] = {}
 
 def server_env(**extra: str) -> dict[str, str]:
     """The environment of every server and `cbstop` command: production settings, no access
-    log, and the run's --setting values."""
+    log, rate limits off (the bench's own requests would spend the default quota at once; the
+    limits scenarios turn them on), and the run's --setting values."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CBSTOP_")}
     env.update(
         CBSTOP_KEY_SECRET=KEY_SECRET,
         CBSTOP_ACCESS_LOG="false",
         CBSTOP_PRODUCTION="true",
+        CBSTOP_RATE_LIMIT="off",
+        CBSTOP_AUTH_FAILURE_LIMIT="off",
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     )
     env.update(SETTINGS)
@@ -239,6 +260,63 @@ def serve_argv(url: str, port: int, workers: int, command: list[str] | None = No
     ]  # fmt: skip
 
 
+def limits_env(redis: str | None = None, prefix: str = "") -> dict[str, str]:
+    """The settings of a limits scenario's server: a quota the bench never reaches, the
+    default auth-failure budget, in-process or (`redis`) in Redis under `prefix`."""
+    env = {"CBSTOP_RATE_LIMIT": QUOTA, "CBSTOP_AUTH_FAILURE_LIMIT": AUTH_FAILURES}
+    if redis is not None:
+        env.update(CBSTOP_REDIS_URL=redis, CBSTOP_REDIS_PREFIX=prefix)
+    return env
+
+
+def _redis_sees(url: str, prefix: str, request: Callable[[], object]) -> bool:
+    """Whether Redis runs a command under `prefix` (the store's hash tag) while `request` is
+    sent: watched with MONITOR, for a few seconds at most."""
+    import redis
+
+    tag = "{" + prefix + "}:"
+    deadline = time.monotonic() + 5
+    with redis.Redis.from_url(url, socket_timeout=1) as client, client.monitor() as monitor:
+        sender = threading.Thread(target=request)
+        sender.start()
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    command = monitor.next_command()
+                except redis.TimeoutError:
+                    continue
+                if tag in command.get("command", ""):
+                    return True
+            return False
+        finally:
+            sender.join()
+
+
+def _redis_clear(url: str, prefix: str) -> None:
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_timeout=5) as client:
+            keys = list(client.scan_iter(match="{" + prefix + "}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+    except redis.RedisError as exc:
+        log(f"could not remove the run's keys from Redis: {exc}")
+
+
+def _require_redis(url: str) -> None:
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_timeout=5) as client:
+            client.ping()
+    except redis.RedisError as exc:
+        raise BenchError(
+            f"get_one_redis needs Redis at {url} ({exc}); give --redis URL, or --no-redis to "
+            "skip it"
+        ) from exc
+
+
 def _drive(job: Job, wrk: str, args: argparse.Namespace, seconds: int) -> WrkResult:
     before = scope_count(job)
     result = run_wrk(
@@ -261,6 +339,9 @@ def _drive(job: Job, wrk: str, args: argparse.Namespace, seconds: int) -> WrkRes
             f"{job.server_kind} {job.scenario}: the integrations in scope went from {before} "
             f"to {after} in a run that must write nothing; see {job.server.log_path}"
         )
+    if job.check is not None:
+        with client_for_checks() as client:
+            job.check(client, job, result)
     return result
 
 
@@ -270,6 +351,14 @@ def run_size(
     world_file, world = cached_world(size, CACHE)
     work = Path(tempfile.mkdtemp(prefix=f"cbstop-bench-{size}-"))
     db_name = f"cbstop_bench_{size}_{os.getpid()}"
+    # get_one_redis's keys: this run's own, removed afterwards.
+    redis_prefix = f"cbstop-bench-{os.getpid()}-{size}"
+    wanted = {
+        scenario
+        for scenario in (s for twins in LIMITED.values() for s in twins)
+        if (args.only is None or scenario in args.only)
+        and not (scenario == GET_REDIS and args.no_redis)
+    }
     servers: dict[str, Server] = {}
     log(f"world {size}: database {db_name}")
     try:
@@ -312,9 +401,22 @@ def run_size(
         databases = [(CBSTOP, BASELINE, url)]
         if with_sqlite:
             databases.append((CBSTOP_SQLITE, BASELINE_SQLITE, sqlite_url))
+        if GET_REDIS in wanted:
+            _require_redis(args.redis)
         for kind, baseline_kind, database_url in databases:
             port = free_port()
             add(kind, serve_argv(database_url, port, w), port, {})
+            # The same build, database and workers with the rate limits on (issue 12).
+            for scenario, limited_kind in LIMITED[kind].items():
+                if scenario in wanted:
+                    redis = args.redis if scenario == GET_REDIS else None
+                    port = free_port()
+                    add(
+                        limited_kind,
+                        serve_argv(database_url, port, w),
+                        port,
+                        limits_env(redis, redis_prefix),
+                    )
             if args.baseline_command:
                 # The same world in its own copy, same settings and workers; its own code, run
                 # from outside this checkout (see Server.cwd).
@@ -344,7 +446,13 @@ def run_size(
             server.wait_ready()
         log(f"world {size}: servers ready: {', '.join(servers)}")
 
-        jobs = build_jobs(servers, world, work, args)
+        jobs = build_jobs(
+            servers,
+            world,
+            work,
+            args,
+            redis_sees=lambda request: _redis_sees(args.redis, redis_prefix, request),
+        )
         for job in jobs:
             job.measurement.size = size
         jobs = probe(jobs)
@@ -373,6 +481,8 @@ def run_size(
             server.stop()
         log(f"world {size}: servers stopped in {time.monotonic() - started:.1f}s")
         drop_database(args.postgres, db_name)
+        if GET_REDIS in wanted:
+            _redis_clear(args.redis, redis_prefix)
         if args.baseline_command:
             drop_database(args.postgres, f"{db_name}_baseline")
         if os.environ.get("CBSTOP_BENCH_KEEP_WORKDIR"):

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     # The prefix (and Redis Cluster hash tag) of every key cbstop writes to Redis.
     redis_prefix: str = Field(default="cbstop", min_length=1, max_length=64, pattern=r"^[^{}\s]+$")
     # API requests one worker runs at once; past it a request gets 503 at once (0: no limit).
-    max_in_flight: int = Field(default=256, ge=0)
+    max_in_flight: int = Field(default=128, ge=0)
 
     @field_validator("rate_limit", "auth_failure_limit")
     @classmethod

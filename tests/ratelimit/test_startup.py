@@ -28,7 +28,7 @@ def test_two_workers_counting_in_memory_are_named_and_warned_of(database_url: st
         stderr = server.stderr
     line = _startup(stderr)
     assert (line["rate_limit"], line["auth_failure_limit"]) == ("100/60", "20/60")
-    assert (line["rate_limits_in"], line["max_in_flight"]) == ("memory", 256)
+    assert (line["rate_limits_in"], line["max_in_flight"]) == ("memory", 128)
     assert "redis_at" not in line
     warned = [m for m in messages(stderr) if m["message"].startswith(PER_WORKER)]
     assert len(warned) == 1 and warned[0]["level"] == "warning", warned
