@@ -193,7 +193,9 @@ def describe_limits(settings: Settings) -> dict[str, str | int]:
     }
     if not settings.redis_url:
         return described | {"rate_limits_in": "memory"}
-    return described | {"rate_limits_in": "redis", "redis_at": _server_at(settings.redis_url, 6379)}
+    url = settings.redis_url
+    at = urlsplit(url).path if url.startswith("unix:") else _server_at(url, 6379)
+    return described | {"rate_limits_in": "redis", "redis_at": at}
 
 
 def _server_at(url: str, default_port: int) -> str:

@@ -7,6 +7,7 @@ Read from `CBSTOP_*` environment variables, then from a `.env` file in the worki
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import Field, SecretStr, field_validator
@@ -88,6 +89,19 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="cbstop", min_length=1, max_length=64, pattern=r"^[^{}\s]+$")
     # API requests one worker runs at once; past it a request gets 503 at once (0: no limit).
     max_in_flight: int = Field(default=128, ge=0)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                "expected redis://host:port/db, rediss://... (TLS) or unix:///path, or nothing"
+            )
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        return value
 
     @field_validator("rate_limit", "auth_failure_limit")
     @classmethod

@@ -166,3 +166,23 @@ def test_a_flood_of_keys_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
     store = asyncio.run(scenario())
     assert len(store._tats) <= 10
+
+
+@pytest.mark.parametrize(
+    "url", ["", "redis://127.0.0.1:6379/0", "rediss://cache/1", "unix:///r.sock"]
+)
+def test_a_redis_url_is_redis_rediss_or_unix(url: str) -> None:
+    assert Settings(redis_url=url).redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("127.0.0.1:6379", "expected redis://"),
+        ("http://cache:6379", "expected redis://"),
+        ("redis://cache:six/0", "Port could not be cast"),
+    ],
+)
+def test_any_other_redis_url_is_refused_before_anything_starts(url: str, problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        Settings(redis_url=url)
