@@ -88,6 +88,12 @@ class RateLimiter:
         quota_key = f"{owner}|{operation}" if quota is not None else None
         if address_key is None and quota_key is None:
             return []
+        if quota_key is not None and quota is not None and self.store.remote:
+            # Refused by Redis a moment ago: refused again without a round trip (exact, see
+            # `RedisStore.refused`), so a client hammering past its quota costs next to nothing.
+            refusal = self.store.refused(quota_key)
+            if refusal is not None:
+                raise self._refused(quota, refusal)
         admission = await self.store.admit(address_key, quota_key)
         if admission is None:
             self._unavailable()

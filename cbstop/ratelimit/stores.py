@@ -5,6 +5,7 @@ the budget of failed authentications (per client address). It answers three ques
 
 - `blocked(address)`, before a key is looked up, without I/O: a refusal it already knows of.
   In process, that is exact; the Redis store answers from refusals it has seen lately.
+  `refused(quota_key)` is the same for a quota.
 - `admit(address, quota_key)`, once a key is known: refused if the address is past its budget
   (nothing spent), else one unit of the quota spent or refused.
 - `fail(address)`, once a key is found wrong: refused if the address was already past its
@@ -40,11 +41,17 @@ class Admission:
 class Store(Protocol):
     """The limits' state (see the module's docstring)."""
 
+    # Whether a check asks another process (Redis): refusals it remembers are then worth
+    # asking for first (`refused`).
+    remote: bool
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
     def blocked(self, address: str) -> Decision | None: ...
+
+    def refused(self, quota_key: str) -> Decision | None: ...
 
     async def admit(self, address: str | None, quota_key: str | None) -> Admission | None: ...
 
@@ -59,6 +66,8 @@ def now_us() -> int:
 class MemoryStore:
     """The limits of one process: exact for it, separate from every other worker's."""
 
+    remote = False
+
     def __init__(self, quota: Limit | None, auth_failures: Limit | None) -> None:
         self.quota = quota
         self.auth_failures = auth_failures
@@ -71,8 +80,13 @@ class MemoryStore:
         return None
 
     def blocked(self, address: str) -> Decision | None:
-        limit = self.auth_failures
-        tat = self._tats.get("a:" + address)
+        return self._peek("a:" + address, self.auth_failures)
+
+    def refused(self, quota_key: str) -> Decision | None:
+        return self._peek("q:" + quota_key, self.quota)
+
+    def _peek(self, key: str, limit: Limit | None) -> Decision | None:
+        tat = self._tats.get(key)
         if limit is None or tat is None:
             return None
         decision, _ = gcra.step(tat, now_us(), limit, consume=False)

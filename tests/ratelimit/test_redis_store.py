@@ -493,7 +493,7 @@ def test_a_redis_that_is_not_there_does_not_stop_the_start() -> None:
 def test_the_blocked_addresses_a_process_remembers_are_bounded(
     redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_store, "BLOCKED_KEYS", 10)
+    monkeypatch.setattr(redis_store, "REMEMBERED_KEYS", 10)
 
     async def scenario(store: RedisStore) -> int:
         for n in range(25):
@@ -503,3 +503,46 @@ def test_the_blocked_addresses_a_process_remembers_are_bounded(
 
     remembered = with_store(redis_url, redis_prefix, None, Limit(1, 3600), scenario)
     assert 0 < remembered <= 10
+
+
+def test_a_refused_quota_is_refused_again_without_a_round_trip_for_a_quarter_second(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """What the edge asks before a read runs beside its check: a refusal Redis gave a moment
+    ago, made again here (never one Redis would not make), then Redis is asked again."""
+
+    async def scenario(store: RedisStore) -> None:
+        assert [spent(await store.admit(None, KEY)).allowed for _ in range(3)] == [
+            True,
+            True,
+            False,
+        ]
+        with client(redis_url) as r:
+            commands = int(r.info("stats")["total_commands_processed"])
+            known = store.refused(KEY)
+            assert known is not None and not known.allowed and known.remaining == 0
+            assert 29 * SECOND < known.retry_us <= 30 * SECOND
+            assert store.refused(OTHER) is None
+            # `info` itself is the one command Redis saw.
+            assert int(r.info("stats")["total_commands_processed"]) == commands + 1
+        await asyncio.sleep(redis_store.REMEMBER_US / SECOND + 0.05)
+        assert store.refused(KEY) is None  # not trusted any longer: Redis decides again
+        assert not spent(await store.admit(None, KEY)).allowed
+        assert store.refused(KEY) is not None
+
+    with_store(redis_url, redis_prefix, Limit(2, 60), None, scenario)
+
+
+def test_remembered_refusals_are_dropped_while_redis_does_not_answer(
+    private_redis: RedisServer,
+) -> None:
+    """Redis unreachable: requests are served without limits, remembered refusals too."""
+
+    async def scenario(store: RedisStore) -> None:
+        assert [spent(await store.admit(None, KEY)).allowed for _ in range(2)] == [True, False]
+        assert store.refused(KEY) is not None
+        private_redis.kill()
+        assert await store.admit(None, OTHER) is None
+        assert store.refused(KEY) is None
+
+    with_store(private_redis.url, "t", Limit(1, 60), None, scenario)
