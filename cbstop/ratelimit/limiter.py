@@ -13,6 +13,7 @@ every `WARN_INTERVAL` seconds.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from cbstop.errors import RateLimited
 from cbstop.observability.logging import log
@@ -28,7 +29,9 @@ WARN_INTERVAL = 10.0
 class RateLimiter:
     """The quota and the auth-failure budget of one process, over its store."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, busy: Callable[[], bool] = lambda: True
+    ) -> None:
         quota = parse_limit(settings.rate_limit)
         auth_failures = parse_limit(settings.auth_failure_limit)
         self.quota = Policy(QUOTA, quota) if quota is not None else None
@@ -37,7 +40,7 @@ class RateLimiter:
         if settings.redis_url:
             from cbstop.ratelimit.redis_store import RedisStore
 
-            self.store = RedisStore(settings, quota, auth_failures)
+            self.store = RedisStore(settings, quota, auth_failures, busy)
         else:
             self.store = MemoryStore(quota, auth_failures)
         self.metrics = metrics
@@ -45,14 +48,17 @@ class RateLimiter:
         self._unwarned = 0
 
     @classmethod
-    def of(cls, settings: Settings, metrics: Metrics) -> RateLimiter | None:
-        """The limiter `settings` ask for, or None when both limits are off."""
+    def of(
+        cls, settings: Settings, metrics: Metrics, busy: Callable[[], bool] = lambda: True
+    ) -> RateLimiter | None:
+        """The limiter `settings` ask for, or None when both limits are off. `busy` says
+        whether other requests are in flight (the Redis store then gathers checks)."""
         if (
             parse_limit(settings.rate_limit) is None
             and parse_limit(settings.auth_failure_limit) is None
         ):
             return None
-        return cls(settings, metrics)
+        return cls(settings, metrics, busy)
 
     async def start(self) -> None:
         await self.store.start()

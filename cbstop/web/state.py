@@ -52,7 +52,7 @@ class AppState:
         self.purger = Purger(self.db, settings.idempotency_ttl, settings.idempotency_purge_interval)
         self.purger.start()
         # The rate limits (CONTRACT 3.3): None when both are off.
-        self.limiter = RateLimiter.of(settings, self.metrics)
+        self.limiter = RateLimiter.of(settings, self.metrics, lambda: self.in_flight > 1)
         if self.limiter is not None:
             await self.limiter.start()
         # This worker's gauges, written for the other workers' scrapes (metrics.py).
