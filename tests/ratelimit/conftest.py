@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.ratelimit.helpers import load_matrix
 from tests.reliability.processes import free_port
 from tests.support import IN_CI
 
@@ -139,3 +140,21 @@ def private_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Where a server counts (its environment): in its process, or in Redis under this
+    test's own key prefix."""
+    if request.param == "memory":
+        return {}
+    url: str = request.getfixturevalue("redis_url")
+    prefix: str = request.getfixturevalue("redis_prefix")
+    return {"CBSTOP_REDIS_URL": url, "CBSTOP_REDIS_PREFIX": prefix}
+
+
+@pytest.fixture
+def world_url(database_url: str) -> str:
+    """A fresh database of this run's dialect holding the matrix world."""
+    load_matrix(database_url)
+    return database_url

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pytest
 
 from cbstop.world.loader import load_world
 from tests.integrations.helpers import assert_error, auth, create_body, world
@@ -25,7 +24,6 @@ from tests.reliability.processes import Server
 from tests.support import TEST_KEY_SECRET, bearer
 
 # The stores a server can count in: "memory" (each process its own) and "redis" (shared).
-STORES = ["memory", "redis"]
 
 ORG_A1 = auth("key_org_a1")  # owner organisation:org_a1
 READ_ONLY_A1 = auth("key_read_only_a1")  # the same owner, without integrations:write
@@ -42,16 +40,6 @@ SERVICE_PATHS = ["/healthz", "/readyz", "/metrics", "/v1/openapi.json", "/v1/doc
 
 _POLICY = re.compile(r'^"([a-z-]+)";q=(\d+);w=(\d+)$')
 _RATELIMIT = re.compile(r'^"([a-z-]+)";r=(\d+);t=(\d+)$')
-
-
-def store_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    """The environment that makes a server count in the store `request.param` names; for
-    Redis, this test's own key prefix on the shared Redis (A's `redis_url`/`redis_prefix`)."""
-    if request.param == "memory":
-        return {}
-    url: str = request.getfixturevalue("redis_url")
-    prefix: str = request.getfixturevalue("redis_prefix")
-    return {"CBSTOP_REDIS_URL": url, "CBSTOP_REDIS_PREFIX": prefix}
 
 
 def limits(

@@ -18,34 +18,18 @@ from tests.ratelimit.helpers import (
     ORG_A1,
     ORG_D,
     OTHER_ADDRESS,
-    STORES,
     at_once,
     client,
     counted,
     failed,
     fields,
     limits,
-    load_matrix,
     rate_limited_total,
     refused,
-    store_env,
 )
 from tests.reliability.processes import running
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("servers")]
-
-
-@pytest.fixture(params=STORES)
-def store(request: pytest.FixtureRequest) -> dict[str, str]:
-    """Where the server counts: in its process, or in Redis under this test's prefix."""
-    return store_env(request)
-
-
-@pytest.fixture
-def world_url(database_url: str) -> str:
-    """A fresh database of this run's dialect holding the matrix world."""
-    load_matrix(database_url)
-    return database_url
 
 
 def test_the_21st_bad_key_from_an_address_is_refused_before_lookup(

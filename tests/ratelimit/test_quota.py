@@ -21,17 +21,14 @@ from tests.ratelimit.helpers import (
     ORG_A1,
     READ_ONLY_A1,
     SERVICE_PATHS,
-    STORES,
     at_once,
     client,
     counted,
     fields,
     limits,
-    load_matrix,
     new_body,
     rate_limited_total,
     refused,
-    store_env,
     unlimited,
 )
 from tests.reliability.processes import running
@@ -40,19 +37,6 @@ from tests.support import query
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("servers")]
 
 BURST = 64
-
-
-@pytest.fixture(params=STORES)
-def store(request: pytest.FixtureRequest) -> dict[str, str]:
-    """Where the server counts: in its process, or in Redis under this test's prefix."""
-    return store_env(request)
-
-
-@pytest.fixture
-def world_url(database_url: str) -> str:
-    """A fresh database of this run's dialect holding the matrix world."""
-    load_matrix(database_url)
-    return database_url
 
 
 def test_of_64_concurrent_requests_on_a_full_quota_exactly_the_quota_is_admitted(
