@@ -298,6 +298,12 @@ def _log_start(settings: Settings, host: str, port: int, workers: int) -> None:
             }
         },
     )
+    if "forwarded_allow_ips" in settings.model_fields_set and not settings.proxy_headers:
+        log.warning(
+            "CBSTOP_FORWARDED_ALLOW_IPS is set but proxy headers are off: X-Forwarded-For is "
+            "ignored and every client counts as the proxy's own address (one auth-failure "
+            "budget for all); set CBSTOP_PROXY_HEADERS=true (serve --proxy-headers)"
+        )
     limited = any(parse_limit(v) for v in (settings.rate_limit, settings.auth_failure_limit))
     if workers > 1 and limited and not settings.redis_url:
         log.warning(

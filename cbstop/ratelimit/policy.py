@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 MICROSECONDS = 1_000_000
+MAX_WINDOW = 31_622_400  # seconds: 366 days
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,9 @@ def parse_limit(text: str) -> Limit | None:
         raise ValueError(f"requests and seconds must both be at least 1; got {text!r}")
     if limit.quota > limit.window_us:
         raise ValueError(f"at most one request per microsecond; got {text!r}")
+    if limit.window > MAX_WINDOW:
+        # Times stay exact in Redis's Lua (doubles, exact below 2^53 µs) with a window of this.
+        raise ValueError(f"a window of at most {MAX_WINDOW} seconds (about a year); got {text!r}")
     return limit
 
 

@@ -9,7 +9,8 @@ when its quota is whole again and the key means nothing.
 Keys: `{<prefix>}:q:<owner>|<operation>` (quotas) and `{<prefix>}:a:<address>` (failed
 authentications). The braces make the prefix a Redis Cluster hash tag: every key, and so every
 script's keys, lives in one slot, on one node. The whole state is small (one number per
-active key), so one node holds it; no cluster client is needed.
+active key), so one node holds it. There is no cluster client: the URL must name that node
+(a `MOVED` answer counts as Redis not answering).
 
 The checks asked for in one turn of the event loop go to Redis together: one write of their
 EVALSHA commands on one connection, one batch in flight at a time (the checks asked for
@@ -257,10 +258,11 @@ class RedisStore:
         # before the next one.
         self._used_at = -math.inf
         self._sent_at = -math.inf
-        # Address → its TAT on this process's clock (µs) while it is past its budget, and
-        # until when that is trusted without asking Redis; the same for quota keys.
-        self._blocked: dict[str, tuple[int, int]] = {}
-        self._refused: dict[str, tuple[int, int]] = {}
+        # Address → its TAT on this process's clock (µs, at the earliest and the latest) while
+        # it is past its budget, and until when that is trusted without asking Redis; the
+        # same for quota keys.
+        self._blocked: dict[str, tuple[int, int, int]] = {}
+        self._refused: dict[str, tuple[int, int, int]] = {}
         # False from a failed batch until one succeeds: meanwhile requests are served without
         # limits (CONTRACT 3.3), remembered refusals included.
         self._answering = True
@@ -327,23 +329,24 @@ class RedisStore:
         return decision
 
     def _known(
-        self, seen: dict[str, tuple[int, int]], key: str, limit: Limit | None
+        self, seen: dict[str, tuple[int, int, int]], key: str, limit: Limit | None
     ) -> Decision | None:
         """A refusal of `key` this process can make without asking Redis, if it knows one."""
         known = seen.get(key)
         if limit is None or known is None or not self._answering:
             return None
-        tat, until = known
+        early, late, until = known
         now = now_us()
-        decision, _ = gcra.step(tat, now, limit, consume=False)
-        if decision.allowed or now > until:
+        if now > until or gcra.step(early, now, limit, consume=False)[0].allowed:
             del seen[key]
             return None
-        return decision
+        # Refused on the earliest the TAT can be; told (Retry-After, `t`) from the latest, so
+        # a client is never asked to retry before Redis would admit it.
+        return gcra.step(late, now, limit, consume=False)[0]
 
     def _note(
         self,
-        seen: dict[str, tuple[int, int]],
+        seen: dict[str, tuple[int, int, int]],
         key: str,
         decision: Decision,
         asked: int,
@@ -351,20 +354,21 @@ class RedisStore:
         exhausted: bool,
     ) -> None:
         """Remember a key refused, or left with nothing, so that `blocked` and `refused`
-        answer without I/O. Its TAT is reckoned from when the check was asked, before Redis
-        read its clock: never later than Redis's own, so a refusal made here is one Redis
-        would make too, and never lasts past it."""
+        answer without I/O. Its TAT is reckoned twice: from when the check was asked, before
+        Redis read its clock (never later than Redis's own TAT: a refusal made on it is one
+        Redis would make too), and from when the answer came, after (never earlier: the
+        Retry-After and `t` told from it are never too soon)."""
         if decision.allowed and not exhausted:
             seen.pop(key, None)
             return
         if key not in seen and len(seen) >= REMEMBERED_KEYS:
             now = now_us()
-            for old in [k for k, (tat, until) in seen.items() if min(tat, until) <= now]:
+            for old in [k for k, (tat, _, until) in seen.items() if min(tat, until) <= now]:
                 del seen[old]
             if len(seen) >= REMEMBERED_KEYS:
                 for old in list(seen)[: len(seen) // 2]:
                     del seen[old]
-        seen[key] = (asked + decision.reset_us, asked + REMEMBER_US)
+        seen[key] = (asked + decision.reset_us, now_us() + decision.reset_us, asked + REMEMBER_US)
 
     async def run(self, command: bytes) -> Any:
         """The script's reply to a packed `command` (sent with the others of this turn of the

@@ -42,6 +42,12 @@ def test_more_than_one_request_per_microsecond_is_refused() -> None:
         parse_limit("2000001/2")
 
 
+def test_a_window_longer_than_a_year_is_refused() -> None:
+    assert parse_limit("1/31622400") == Limit(1, 31_622_400)
+    with pytest.raises(ValueError, match="about a year"):
+        parse_limit("1/31622401")
+
+
 def test_the_fields_name_the_policy_and_count_down() -> None:
     policy = Policy("default", Limit(100, 60))
     fields = policy.fields(Decision(True, 99, 600_001))

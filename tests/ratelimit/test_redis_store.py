@@ -22,7 +22,7 @@ from redis.crc import key_slot
 from cbstop.ratelimit import gcra, redis_store
 from cbstop.ratelimit.policy import Decision, Limit
 from cbstop.ratelimit.redis_store import RedisStore, admission_of, decision_of
-from cbstop.ratelimit.stores import Admission
+from cbstop.ratelimit.stores import Admission, now_us
 from cbstop.settings import Settings
 from tests.ratelimit.conftest import RedisServer, delete_prefix
 from tests.reliability.processes import free_port
@@ -546,3 +546,20 @@ def test_remembered_refusals_are_dropped_while_redis_does_not_answer(
         assert store.refused(KEY) is None
 
     with_store(private_redis.url, "t", Limit(1, 60), None, scenario)
+
+
+def test_a_remembered_refusal_refuses_on_the_earliest_tat_and_tells_the_latest() -> None:
+    """The check's answer came some time after it was asked: refusing on the TAT reckoned
+    from the asking never refuses what Redis would admit, and the Retry-After told from the
+    TAT reckoned from the answer never sends a client back too soon."""
+    store = make_store("redis://127.0.0.1:1/0", "t", Limit(1, 2))  # refused while TAT > now
+    now = now_us()
+    # Asked 0.5 s before the answer came, which put the TAT 1.9 s after Redis's clock.
+    store._refused[KEY] = (now + 1_400_000, now + 1_900_000, now + SECOND)
+    told = store.refused(KEY)
+    assert told is not None and not told.allowed
+    assert 1_890_000 < told.reset_us <= 1_900_000  # told from the latest
+    assert (told.retry_after, told.reset) == (2, 2)
+    # On the earliest TAT, already past: not refused, whatever the latest says.
+    store._refused[KEY] = (now - 600_000, now + 1_900_000, now + SECOND)
+    assert store.refused(KEY) is None

@@ -66,3 +66,21 @@ def test_no_warning_when_both_limits_are_off(database_url: str) -> None:
     line = _startup(stderr)
     assert (line["rate_limit"], line["auth_failure_limit"]) == ("off", "off")
     assert "rate limits are counted by each" not in stderr
+
+
+FORWARDED_IGNORED = "CBSTOP_FORWARDED_ALLOW_IPS is set but proxy headers are off"
+
+
+@pytest.mark.parametrize(("proxy_headers", "warned"), [("false", True), ("true", False)])
+def test_trusted_proxies_without_proxy_headers_are_warned_of(
+    database_url: str, proxy_headers: str, warned: bool
+) -> None:
+    """Every client would share the proxy's address, and its one auth-failure budget."""
+    env = {"CBSTOP_FORWARDED_ALLOW_IPS": "10.0.0.5", "CBSTOP_PROXY_HEADERS": proxy_headers}
+    with running(database_url, env=env) as server:
+        server.stop()
+        stderr = server.stderr
+    said = [m for m in messages(stderr) if m["message"].startswith(FORWARDED_IGNORED)]
+    assert len(said) == (1 if warned else 0), said
+    if warned:
+        assert said[0]["level"] == "warning" and "CBSTOP_PROXY_HEADERS=true" in said[0]["message"]
