@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -14,29 +13,13 @@ import pytest
 
 from bench import jobs
 from bench.jobs import REPLAYS, SAFE_WRITE_SCENARIOS, Job, build_jobs, probe
-from bench.procs import BenchError, Server
+from bench.procs import BenchError
 from bench.report import BASELINE, CBSTOP
-from bench.worlds import BenchWorld, generate_world
-
-
-def _world() -> BenchWorld:
-    return generate_world(1000)[1]
-
-
-def _args(**over: Any) -> argparse.Namespace:
-    values = {"threads": 1, "connections": 32, "deep_offset": 10_000, "only": None, **over}
-    return argparse.Namespace(**values)
-
-
-def _servers(tmp_path: Path, *kinds: str) -> dict[str, Server]:
-    return {
-        kind: Server(kind, ["true"], {}, 1000 + i, tmp_path / f"{kind}.log")
-        for i, kind in enumerate(kinds)
-    }
+from tests.bench.support import run_args, servers, world
 
 
 def _jobs(tmp_path: Path, *kinds: str, **over: Any) -> dict[tuple[str, str], Job]:
-    built = build_jobs(_servers(tmp_path, *kinds), _world(), tmp_path, _args(**over))
+    built = build_jobs(servers(tmp_path, *kinds), world(), tmp_path, run_args(**over))
     return {(job.server_kind, job.scenario): job for job in built}
 
 
@@ -45,7 +28,7 @@ def test_the_safe_write_scenarios_run_on_postgresql_with_their_scripts(tmp_path:
     assert built[(CBSTOP, "post_keyed")].script == "post_keyed.lua"
     replay = built[(CBSTOP, "post_replay")]
     assert replay.script == "post_replay.lua" and replay.prepare is not None
-    assert replay.unchanged_count == (_world().org_key, "/v1/integrations?limit=1")
+    assert replay.unchanged_count == (world().org_key, "/v1/integrations?limit=1")
     if_match = built[(CBSTOP, "patch_if_match")]
     assert if_match.script == "patch_if_match.lua" and if_match.args[-1] == "1"
     assert built[(CBSTOP, "create")].unchanged_count is None
@@ -54,7 +37,7 @@ def test_the_safe_write_scenarios_run_on_postgresql_with_their_scripts(tmp_path:
 def test_if_match_is_skipped_when_threads_cannot_each_own_an_id_per_connection(
     tmp_path: Path,
 ) -> None:
-    custom = len(_world().org_key_custom_integrations)
+    custom = len(world().org_key_custom_integrations)
     assert (CBSTOP, "patch_if_match") in _jobs(tmp_path, CBSTOP, connections=custom - 1)
     assert (CBSTOP, "patch_if_match") not in _jobs(tmp_path, CBSTOP, connections=custom)
     assert (CBSTOP, "patch_if_match") in _jobs(tmp_path, CBSTOP, connections=32, threads=2)
@@ -111,7 +94,7 @@ def fake_client(monkeypatch: pytest.MonkeyPatch) -> Callable[[FakeApi], None]:
 
 def _safe_writes(tmp_path: Path, *kinds: str) -> list[Job]:
     only = set(SAFE_WRITE_SCENARIOS)
-    return build_jobs(_servers(tmp_path, *kinds), _world(), tmp_path, _args(only=only))
+    return build_jobs(servers(tmp_path, *kinds), world(), tmp_path, run_args(only=only))
 
 
 def test_checks_pass_on_an_api_that_replays_and_tags(
@@ -164,6 +147,8 @@ def test_a_baseline_build_without_the_feature_only_loses_those_scenarios(
     tmp_path: Path, fake_client: Callable[[FakeApi], None]
 ) -> None:
     fake_client(FakeApi(replays=False, etags=False))
-    servers = _servers(tmp_path, BASELINE)
-    built = build_jobs(servers, _world(), tmp_path, _args(only={"get_one", *SAFE_WRITE_SCENARIOS}))
+    baseline = servers(tmp_path, BASELINE)
+    built = build_jobs(
+        baseline, world(), tmp_path, run_args(only={"get_one", *SAFE_WRITE_SCENARIOS})
+    )
     assert [job.scenario for job in probe(built)] == ["get_one"]

@@ -5,7 +5,6 @@ API stands in, as in test_jobs.py)."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from bench import jobs, report
 from bench.compare import paired_units, round_order
 from bench.jobs import LIMITED, QUOTA_POLICY, Job, build_jobs, metric_total, probe
-from bench.procs import BenchError, Server
+from bench.procs import BenchError
 from bench.report import (
     BASELINE,
     CBSTOP,
@@ -30,8 +29,8 @@ from bench.report import (
     Measurement,
 )
 from bench.run import limits_env, parse_size, server_env
-from bench.worlds import BenchWorld, generate_world
 from bench.wrk import WrkResult
+from tests.bench.support import run_args, servers, world
 
 ALL = (
     CBSTOP,
@@ -41,22 +40,6 @@ ALL = (
     CBSTOP_SQLITE_LIMITS,
     CBSTOP_SQLITE_REDIS,
 )
-
-
-def _world() -> BenchWorld:
-    return generate_world(1000)[1]
-
-
-def _args(**over: Any) -> argparse.Namespace:
-    values = {"threads": 1, "connections": 32, "deep_offset": 10_000, "only": None, **over}
-    return argparse.Namespace(**values)
-
-
-def _servers(tmp_path: Path, *kinds: str) -> dict[str, Server]:
-    return {
-        kind: Server(kind, ["true"], {}, 1000 + i, tmp_path / f"{kind}.log")
-        for i, kind in enumerate(kinds)
-    }
 
 
 def _jobs(
@@ -69,7 +52,7 @@ def _jobs(
         return seen
 
     built = build_jobs(
-        _servers(tmp_path, *kinds), _world(), tmp_path, _args(**over), redis_sees=redis_sees
+        servers(tmp_path, *kinds), world(), tmp_path, run_args(**over), redis_sees=redis_sees
     )
     return {(job.server_kind, job.scenario): job for job in built}
 
@@ -131,7 +114,7 @@ def test_scenarios_filter_keeps_the_limits_scenarios_it_names(tmp_path: Path) ->
 
 def test_the_redis_scenario_needs_a_way_to_watch_redis(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="get_one_redis needs redis_sees"):
-        build_jobs(_servers(tmp_path, CBSTOP, CBSTOP_REDIS), _world(), tmp_path, _args())
+        build_jobs(servers(tmp_path, CBSTOP, CBSTOP_REDIS), world(), tmp_path, run_args())
 
 
 def test_they_run_back_to_back_with_get_one_in_every_round(tmp_path: Path) -> None:
