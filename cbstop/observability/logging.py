@@ -122,3 +122,24 @@ def access_line(
             }
         ).decode()
     )
+
+
+class Throttle:
+    """At most one line every `interval` seconds for a trouble that recurs per request: `due`
+    says whether to write one now and how many occurrences since the last went unwritten."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last = -1.0e9  # so the first trouble is written at once
+        self._unwritten = 0
+
+    def due(self) -> int | None:
+        """None while a line was written less than `interval` ago (this one is counted);
+        else the number of occurrences skipped since that line."""
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._unwritten += 1
+            return None
+        self._last = now
+        skipped, self._unwritten = self._unwritten, 0
+        return skipped

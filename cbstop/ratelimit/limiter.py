@@ -12,11 +12,10 @@ every `WARN_INTERVAL` seconds.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from cbstop.errors import RateLimited
-from cbstop.observability.logging import log
+from cbstop.observability.logging import Throttle, log
 from cbstop.observability.metrics import Metrics
 from cbstop.ratelimit.policy import AUTH_FAILURES, QUOTA, Decision, Policy, parse_limit
 from cbstop.ratelimit.stores import MemoryStore, Store
@@ -44,8 +43,7 @@ class RateLimiter:
         else:
             self.store = MemoryStore(quota, auth_failures)
         self.metrics = metrics
-        self._last_warning = -1.0e9
-        self._unwarned = 0
+        self._trouble = Throttle(WARN_INTERVAL)
 
     @classmethod
     def of(
@@ -123,12 +121,9 @@ class RateLimiter:
     def _unavailable(self) -> None:
         """Count a request served without limits; warn at most every WARN_INTERVAL seconds."""
         self.metrics.rate_limit_unavailable()
-        now = time.monotonic()
-        if now - self._last_warning < WARN_INTERVAL:
-            self._unwarned += 1
+        more = self._trouble.due()
+        if more is None:
             return
-        self._last_warning = now
-        more, self._unwarned = self._unwarned, 0
         cause = getattr(self.store, "last_error", None)
         log.warning(
             "rate limits unavailable, requests served without them: %s%s",

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-import time
 
 from cbstop.auth.service import Authenticator
 from cbstop.auth.upkeep import KeyUpkeep
 from cbstop.db.database import Database, open_database
 from cbstop.idempotency.store import AnswerCache, Purger
-from cbstop.observability.logging import log
+from cbstop.observability.logging import Throttle, log
 from cbstop.observability.metrics import Metrics
 from cbstop.ratelimit.limiter import RateLimiter
 from cbstop.settings import Settings
@@ -34,8 +33,7 @@ class AppState:
         self.openapi_json = b""
         # Answers stored under Idempotency-Keys, kept for retries that reach this process.
         self.answers = AnswerCache(settings.idempotency_cache_size)
-        self._last_warning = -1.0e9  # so the first trouble is logged at once
-        self._unwarned = 0
+        self._database_trouble = Throttle(1.0)
 
     async def start(self) -> None:
         """Open the database (connections open on demand: a database that is down is fine),
@@ -73,14 +71,11 @@ class AppState:
     def warn_unavailable(self, exc: Exception) -> None:
         """Log database trouble at most once a second, not once per request: the cause (its
         SQLSTATE or SQLite code, when it has one), and how many 503s the last line stood for."""
-        now = time.monotonic()
-        if now - self._last_warning < 1.0:
-            self._unwarned += 1
+        more = self._database_trouble.due()
+        if more is None:
             return
-        self._last_warning = now
         cause = exc.__cause__ or exc
         code = getattr(cause, "sqlstate", None) or getattr(cause, "sqlite_errorname", None)
-        more, self._unwarned = self._unwarned, 0
         log.warning(
             "database unavailable: %s%s: %s%s",
             type(cause).__name__,
