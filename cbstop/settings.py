@@ -15,6 +15,25 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cbstop.ratelimit.policy import parse_limit
 
+
+def parse_schedule(text: str) -> tuple[float, ...]:
+    """`5,60,300`: seconds before each retry, each a positive number (none: never retry)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    delays: list[float] = []
+    for part in parts:
+        try:
+            delay = float(part)
+        except ValueError:
+            delay = -1.0
+        if not 0 < delay <= 30 * 86400:
+            raise ValueError(
+                f"{part!r} is not a delay: seconds before each retry, comma-separated, "
+                "each above 0 and at most 30 days, like 5,60,300"
+            )
+        delays.append(delay)
+    return tuple(delays)
+
+
 DEFAULT_DATABASE_URL = "sqlite:///./cbstop.db"
 PLACEHOLDER_KEY_SECRET = "cbstop-development-secret-change-me"  # noqa: S105 - a known placeholder
 
@@ -89,6 +108,20 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="cbstop", min_length=1, max_length=64, pattern=r"^[^{}\s]+$")
     # API requests one worker runs at once; past it a request gets 503 at once (0: no limit).
     max_in_flight: int = Field(default=128, ge=0)
+    # Days an event is kept (CONTRACT 3.4); older ones are purged in the background.
+    event_retention_days: float = Field(default=30.0, gt=0)
+    # Seconds between two sweeps that delete events (and webhook attempts) past the retention.
+    event_purge_interval: float = Field(default=300.0, gt=0)
+    # Seconds between two looks for events to number and webhooks to deliver that another
+    # process wrote (a process's own writes wake it at once).
+    event_poll_interval: float = Field(default=0.2, gt=0)
+    # Seconds a webhook endpoint has to answer an attempt (CONTRACT 3.5).
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    # Seconds before each retry of a failed delivery, comma-separated: after the last, the
+    # delivery is given up. The default spreads 11 retries over about 2.8 days.
+    webhook_retry_schedule: str = "5,60,300,1800,3600,7200,14400,28800,43200,57600,86400"
+    # Webhook attempts one process makes at once.
+    webhook_concurrency: int = Field(default=16, ge=1)
 
     @field_validator("redis_url")
     @classmethod
@@ -103,11 +136,22 @@ class Settings(BaseSettings):
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
         return value
 
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_schedule(value)  # raises ValueError with the reason
+        return value
+
     @field_validator("rate_limit", "auth_failure_limit")
     @classmethod
     def _policy(cls, value: str) -> str:
         parse_limit(value)  # raises ValueError with the reason
         return value.strip().lower()
+
+    @property
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        """Seconds before each retry of a failed webhook delivery."""
+        return parse_schedule(self.webhook_retry_schedule)
 
     @property
     def key_secrets(self) -> tuple[str, ...]:

@@ -32,6 +32,10 @@ TABLES = (
     "organisation_integration_counts",
     "partner_integration_counts",
     "idempotency_keys",
+    "events",
+    "webhook_endpoints",
+    "webhook_deliveries",
+    "webhook_attempts",
 )
 
 
@@ -117,10 +121,14 @@ def make_settings(database_url: str, **over: Any) -> Settings:
 
 # What a snapshot reads of each table: every column, except a key's last use, which any
 # authenticated request moves (to the minute, written in the background: CONTRACT 3.6) and
-# which "nothing changed" is not about; tests/keys checks it on its own.
+# which "nothing changed" is not about (tests/keys checks it on its own), and an event's
+# number, which PostgreSQL's sequencer gives in the background after the write that recorded
+# it (tests/events checks it).
 SNAPSHOT_SQL = {table: f"SELECT * FROM {table}" for table in TABLES} | {
     "api_keys": "SELECT id, key_hash, organisation_id, partner_group_id, abilities, revoked, "
-    "revoked_at, created_at, secret_fingerprint, expires_at FROM api_keys"
+    "revoked_at, created_at, secret_fingerprint, expires_at FROM api_keys",
+    "events": "SELECT id, created_at, type, organisation_id, partner_id, integration_id, data, "
+    "request_id, idempotency_key, actor_type FROM events",
 }
 
 

@@ -226,3 +226,115 @@ idempotency_keys = Table(
     CheckConstraint("length(key) BETWEEN 1 AND 255", name="key_length"),
     Index(None, "created_at"),
 )
+
+# The audit trail (CONTRACT 3.4): one row per create and per changing PATCH, written in the
+# same statement or transaction as the change. `data` is the event's JSON `data` member
+# (`{"object": ..., "previous_attributes": ...}`) as text; `partner_id` is the organisation's
+# partner, copied (as on integrations) so that a partner's events are one index range.
+#
+# `seq` orders the events and is what paging and webhook fan-out follow. It is given in commit
+# order, so that a page never misses an event committed after it was read: on SQLite by the
+# write itself (one writer at a time, `event_log.last_seq`); on PostgreSQL, where concurrent
+# writers commit in any order, a write leaves it NULL and the sequencer
+# (`cbstop/events/sequencer.py`), one at a time under `event_log`'s row lock, numbers the
+# committed ones. An event without `seq` is not yet listed (docs/decisions.md).
+events = Table(
+    "events",
+    metadata,
+    Column("id", Text, nullable=False),
+    Column("seq", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("organisation_id", Text, nullable=False),
+    Column("partner_id", Text, nullable=True),
+    Column("integration_id", Text, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("idempotency_key", Text, nullable=True),
+    Column("actor_type", Text, nullable=False),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("seq"),
+    CheckConstraint("type IN ('integration.created', 'integration.updated')", name="type"),
+    CheckConstraint("actor_type IN ('organisation', 'partner')", name="actor_type"),
+    Index("ix_events_organisation_page", "organisation_id", "seq"),
+    Index("ix_events_partner_page", "partner_id", "seq"),
+    Index("ix_events_integration_page", "integration_id", "seq"),
+    Index("ix_events_created_at", "created_at"),
+)
+
+# One row (id 1): the last `seq` given, and the last one whose webhook deliveries were made.
+# Its row lock is what makes the sequencer and the fan-out run one at a time.
+event_log = Table(
+    "event_log",
+    metadata,
+    Column("id", Integer, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("fanned_out", BigInteger, nullable=False),
+    PrimaryKeyConstraint("id"),
+    CheckConstraint("id = 1", name="one_row"),
+)
+
+# Where events are POSTed (CONTRACT 3.5): owned, like a key, by an organisation or a partner
+# group, and sent the events that owner can see. `secret` is the signing secret (`whsec_`
+# and base64), kept as given: it must be at hand to sign. `event_types`: space-separated,
+# sorted; empty for every type.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", Text, nullable=False),
+    Column("organisation_id", Text, nullable=True),
+    Column("partner_group_id", Text, nullable=True),
+    Column("url", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("event_types", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    # Why it was disabled (the receiver answered 410), when it was.
+    Column("disabled_reason", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("id"),
+    ForeignKeyConstraint(["organisation_id"], ["organisations.id"]),
+    ForeignKeyConstraint(["partner_group_id"], ["partner_groups.id"]),
+    CheckConstraint(
+        "(organisation_id IS NULL) <> (partner_group_id IS NULL)", name="exactly_one_owner"
+    ),
+    CheckConstraint("status IN ('enabled', 'disabled')", name="status"),
+)
+
+# One event to one endpoint: made by the fan-out, then attempted until delivered, given up
+# (after the retry schedule) or cancelled (the endpoint was disabled). While pending,
+# `next_attempt_at` is when it is due; a delivery claimed for an attempt has it moved past the
+# attempt's timeout first, so a process that dies mid-attempt leaves it due again later.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("endpoint_id", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=True),
+    PrimaryKeyConstraint("endpoint_id", "event_id"),
+    ForeignKeyConstraint(["endpoint_id"], ["webhook_endpoints.id"]),
+    CheckConstraint("state IN ('pending', 'delivered', 'failed', 'cancelled')", name="state"),
+    CheckConstraint("(state = 'pending') = (next_attempt_at IS NOT NULL)", name="due"),
+    Index("ix_webhook_deliveries_due", "next_attempt_at"),
+    Index("ix_webhook_deliveries_created_at", "created_at"),
+)
+
+# Every attempt to deliver, and its outcome: the HTTP status, or the error that stood in its
+# place (timeout, refused connection). `worker` names the process that made it.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("endpoint_id", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("duration_us", BigInteger, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("worker", Text, nullable=False),
+    PrimaryKeyConstraint("endpoint_id", "event_id", "attempt"),
+    ForeignKeyConstraint(["endpoint_id"], ["webhook_endpoints.id"]),
+    Index("ix_webhook_attempts_started_at", "started_at"),
+)

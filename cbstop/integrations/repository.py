@@ -18,6 +18,7 @@ import orjson
 from cbstop.db.database import Connection, Row
 from cbstop.db.scope import Scope
 from cbstop.db.tables import COUNT_SHARDS
+from cbstop.events.record import EventDraft, next_seq_sqlite
 from cbstop.idempotency import store
 from cbstop.idempotency.keys import Answer, Keyed
 from cbstop.integrations import sql_postgres as pg
@@ -106,14 +107,17 @@ async def create(
     *,
     scope: Scope,
     new: NewIntegration,
+    event: EventDraft,
+    event_data: str,
     keyed: Keyed | None = None,
     answer: Answer | None = None,
 ) -> tuple[CreateOutcome, Answer | None]:
-    """Insert the integration if its organisation is in scope and owns every merchant, and
-    store `answer` under the request's key in the same unit of work; or, if the key already
-    has this request's answer, write nothing and return it (`store.stored` raises for
-    another request's, or an expired one)."""
+    """Insert the integration if its organisation is in scope and owns every merchant, its
+    event (`event_data` its `data`), and store `answer` under the request's key, all in one
+    unit of work; or, if the key already has this request's answer, write nothing and return
+    it (`store.stored` raises for another request's, or an expired one)."""
     shard = random.randrange(COUNT_SHARDS)
+    origin = event.origin
     if conn.dialect == "postgresql":
         row = await conn.fetchrow(
             pg.CREATE[scope.kind],
@@ -126,6 +130,11 @@ async def create(
             shard,
             scope.id,
             *_key_args(keyed, answer),
+            event.id,
+            origin.request_id,
+            origin.idempotency_key,
+            origin.actor_type,
+            event_data,
         )
         assert row is not None
         if keyed is not None:
@@ -147,6 +156,17 @@ async def create(
             merchants_ok = owned == len(new.merchant_ids)
             if merchants_ok:
                 await _sqlite_insert(conn, new=new, partner_id=org[1], shard=shard)
+                await conn.execute(
+                    lite.INSERT_CREATED_EVENT,
+                    event.id,
+                    await next_seq_sqlite(conn),
+                    event.created_at,
+                    new.id,
+                    event_data,
+                    origin.request_id,
+                    origin.idempotency_key,
+                    origin.actor_type,
+                )
                 if keyed is not None and answer is not None:
                     await store.remember(conn, keyed, answer)
     if not found:
@@ -201,27 +221,66 @@ async def update(
     status: str | None,
     updatable_type: str,
     if_match: frozenset[int] | None,
+    event: EventDraft,
 ) -> UpdateOutcome:
     """Update an integration in the scope if it is of `updatable_type` and its version is
-    one `if_match` allows (None: any)."""
+    one `if_match` allows (None: any), and record `event` if a value changed."""
+    origin = event.origin
     if conn.dialect == "postgresql":
         allowed = None if if_match is None else sorted(if_match)
-        row = await conn.fetchrow(
-            pg.UPDATE[scope.kind], integration_id, name, status, scope.id, updatable_type, allowed
-        )
-        if row is None:
-            return UpdateOutcome(None, None, None)
-        return UpdateOutcome(row[0], row[1], None if row[2] is None else _integration(row, 2))
+        while True:
+            row = await conn.fetchrow(
+                pg.UPDATE[scope.kind],
+                integration_id,
+                name,
+                status,
+                scope.id,
+                updatable_type,
+                allowed,
+                event.id,
+                event.created_at,
+                origin.request_id,
+                origin.idempotency_key,
+                origin.actor_type,
+            )
+            if row is None:
+                return UpdateOutcome(None, None, None)
+            found_type, version = row[0], row[1]
+            if row[2] is not None:
+                return UpdateOutcome(found_type, version, _integration(row, 2))
+            if found_type != updatable_type or (if_match is not None and version not in if_match):
+                return UpdateOutcome(found_type, version, None)
+            # A concurrent update moved the version on between the read and the write, which
+            # then changed nothing: run it again on the row as it is now.
     target = await conn.fetchrow(lite.TARGET[scope.kind], integration_id, scope.id)
     if target is None:
         return UpdateOutcome(None, None, None)
-    found_type, version = target[0], target[1]
+    found_type, version, old_name, old_status = target[0], target[1], target[2], target[3]
     if found_type != updatable_type or (if_match is not None and version not in if_match):
         return UpdateOutcome(found_type, version, None)
     await conn.execute(lite.UPDATE, integration_id, name, status)
-    return UpdateOutcome(
-        found_type, version, await get(conn, scope=scope, integration_id=integration_id)
-    )
+    updated = await get(conn, scope=scope, integration_id=integration_id)
+    if updated is not None and updated.version != version:
+        previous = {
+            key: was
+            for key, was, now in (
+                ("name", old_name, updated.name),
+                ("status", old_status, updated.status),
+            )
+            if was != now
+        }
+        await conn.execute(
+            lite.INSERT_UPDATED_EVENT,
+            event.id,
+            await next_seq_sqlite(conn),
+            event.created_at,
+            integration_id,
+            orjson.dumps(previous).decode(),
+            origin.request_id,
+            origin.idempotency_key,
+            origin.actor_type,
+        )
+    return UpdateOutcome(found_type, version, updated)
 
 
 async def current_version(conn: Connection, *, integration_id: str) -> int | None:

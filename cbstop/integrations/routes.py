@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from cbstop import errors
 from cbstop.auth.keys import READ, WRITE
+from cbstop.events.record import Origin, actor_type
 from cbstop.integrations import examples, service
 from cbstop.integrations.schemas import (
     IntegrationCreate,
@@ -59,8 +60,10 @@ async def list_integrations(call: Call) -> Response:
 async def create_integration(call: Call) -> Response:
     """Create a CUSTOM_ORDERS integration."""
     answer, replayed = await service.create_integration(
-        call.db, call.principal, call.body, call.keyed
+        call.db, call.principal, call.body, origin(call), call.keyed
     )
+    if not replayed:
+        call.state.events_written()
     return answer_response(answer, replayed=replayed)
 
 
@@ -82,10 +85,22 @@ async def update_integration(call: Call) -> Response:
         call.principal,
         call.params["integration_id"],
         call.body,
+        origin(call),
         if_match=allowed_versions(headers_joined(call.scope, b"if-match")),
         keyed=call.keyed,
     )
+    if not replayed:
+        call.state.events_written()
     return answer_response(answer, replayed=replayed)
+
+
+def origin(call: Call) -> Origin:
+    """What the events of a write record of its request (CONTRACT 3.4)."""
+    return Origin(
+        call.request_id,
+        call.keyed.key if call.keyed is not None else None,
+        actor_type(call.principal.scope.kind),
+    )
 
 
 def allowed_versions(if_match: str | None) -> frozenset[int] | None:

@@ -19,6 +19,7 @@ from cbstop.errors import (
     NotFound,
     PreconditionFailed,
 )
+from cbstop.events.record import EventDraft, Origin
 from cbstop.idempotency import store
 from cbstop.idempotency.keys import Answer, Keyed
 from cbstop.integrations import repository
@@ -73,10 +74,15 @@ async def list_integrations(
 
 
 async def create_integration(
-    db: Database, principal: Principal, body: IntegrationCreate, keyed: Keyed | None = None
+    db: Database,
+    principal: Principal,
+    body: IntegrationCreate,
+    origin: Origin,
+    keyed: Keyed | None = None,
 ) -> tuple[Answer, bool]:
-    """Create a CUSTOM_ORDERS integration, all or nothing: (its answer, False); or, if the
-    request's Idempotency-Key already holds this request's answer, (that answer, True)."""
+    """Create a CUSTOM_ORDERS integration and its `integration.created` event, all or
+    nothing: (its answer, False); or, if the request's Idempotency-Key already holds this
+    request's answer, (that answer, True)."""
     if len(set(body.merchant_ids)) != len(body.merchant_ids):
         raise DuplicateMerchantIds()
     if not storable(body.organisation_id):
@@ -111,10 +117,20 @@ async def create_integration(
         stored_at=None if keyed is None else keyed.now,
     )
 
+    event = EventDraft.new(new.created_at, origin)
+    # The event's `data`: the integration as the answer represents it.
+    event_data = b'{"object":%b}' % answer.body
+
     async def write(lock_wait: float | None) -> tuple[CreateOutcome, Answer | None]:
         async with db.single_statement_write(lock_wait=lock_wait) as conn:
             return await repository.create(
-                conn, scope=principal.scope, new=new, keyed=keyed, answer=answer
+                conn,
+                scope=principal.scope,
+                new=new,
+                event=event,
+                event_data=event_data.decode(),
+                keyed=keyed,
+                answer=answer,
             )
 
     outcome, replay = await store.run_keyed(db, keyed, write)
@@ -132,13 +148,15 @@ async def update_integration(
     principal: Principal,
     integration_id: str,
     body: IntegrationUpdate,
+    origin: Origin,
     *,
     if_match: frozenset[int] | None = None,
     keyed: Keyed | None = None,
 ) -> tuple[Answer, bool]:
     """Rename and/or disable a CUSTOM_ORDERS integration, each field atomically, if its
-    version is one `if_match` allows (None: any): (its answer, False); or the answer already
-    stored under the request's Idempotency-Key, (that answer, True).
+    version is one `if_match` allows (None: any), with an `integration.updated` event if a
+    value changed: (its answer, False); or the answer already stored under the request's
+    Idempotency-Key, (that answer, True).
 
     Without a key it is one statement on PostgreSQL; with one, a transaction that also stores
     the answer (a PATCH's answer is known only once the row is updated).
@@ -149,6 +167,7 @@ async def update_integration(
         raise NotFound()
 
     async def update(conn: Connection) -> Answer:
+        event = EventDraft.new(keyed.now if keyed is not None else now_micros(), origin)
         outcome = await repository.update(
             conn,
             scope=principal.scope,
@@ -157,6 +176,7 @@ async def update_integration(
             status=body.status,
             updatable_type=CUSTOM_ORDERS,
             if_match=if_match,
+            event=event,
         )
         if outcome.type is None:
             raise NotFound()

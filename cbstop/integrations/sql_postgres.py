@@ -198,9 +198,11 @@ def _create(kind: ScopeKind) -> str:
     $1 id, $2 organisation id, $3 name, $4 status, $5 created_at, $6 merchant ids (in order),
     $7 count shard, $8 scope id (the organisation is looked up as ORGANISATION does, unless
     the key already has an answer); the key: $9 owner (NULL: no key), $10 key, $11 fingerprint,
-    and the answer to store: $12 body, $13 Location, $14 ETag. Answers (organisation found,
-    every merchant its own) and the answer already stored under the key (store.COLUMNS, NULL
-    when there is none), in which case nothing was written.
+    and the answer to store: $12 body, $13 Location, $14 ETag; the event (CONTRACT 3.4, left
+    for the sequencer to number): $15 id, $16 request id, $17 Idempotency-Key or NULL, $18
+    actor type, $19 its `data`. Answers (organisation found, every merchant its own) and the
+    answer already stored under the key (store.COLUMNS, NULL when there is none), in which
+    case nothing was written.
     """
     return f"""
 WITH stored AS (
@@ -233,6 +235,12 @@ WITH stored AS (
     INSERT INTO idempotency_keys
         (owner, key, fingerprint, created_at, status_code, body, location, etag)
     SELECT $9, $10, $11, $5, 201, $12, $13, $14 FROM ins WHERE $9::text IS NOT NULL
+), event AS (
+    INSERT INTO events (id, created_at, type, organisation_id, partner_id, integration_id, data,
+                        request_id, idempotency_key, actor_type)
+    SELECT $15, $5, 'integration.created', ins.organisation_id, ins.partner_id, ins.id, $19,
+           $16, $17, $18
+    FROM ins
 )
 SELECT EXISTS (SELECT 1 FROM org), COALESCE((SELECT merchants_ok FROM ok), false), stored.*
 FROM (SELECT 1) one LEFT JOIN stored ON true
@@ -245,15 +253,15 @@ CREATE: dict[ScopeKind, str] = {kind: _create(kind) for kind in SCOPE_KINDS}
 # version.
 _UPDATE_TARGET: dict[ScopeKind, str] = {
     "organisation": """
-    SELECT i.id, i.type, i.version
+    SELECT i.id, i.type, i.version, i.name, i.status, i.partner_id
     FROM (SELECT * FROM integrations WHERE id >= $1 ORDER BY id LIMIT 1) i
     WHERE i.id = $1 AND i.organisation_id = $4""",
     "partner": """
-    SELECT i.id, i.type, i.version
+    SELECT i.id, i.type, i.version, i.name, i.status, i.partner_id
     FROM (SELECT * FROM integrations WHERE id >= $1 ORDER BY id LIMIT 1) i
     WHERE i.id = $1 AND i.partner_id = $4""",
     "group": """
-    SELECT i.id, i.type, i.version
+    SELECT i.id, i.type, i.version, i.name, i.status, i.partner_id
     FROM (SELECT * FROM integrations WHERE id >= $1 ORDER BY id LIMIT 1) i
     JOIN LATERAL (
         SELECT 1 FROM partner_group_organisations g
@@ -268,11 +276,17 @@ def _update(kind: ScopeKind) -> str:
     """Set each given field (NULL keeps the stored value) of an integration of the updatable
     type whose version If-Match allows, in one UPDATE, and add 1 to its version if a value
     changed. Two concurrent PATCHes of different fields both land: the later one re-reads the
-    row after the first commits, and re-checks the version then (so a stale If-Match never
-    overwrites).
+    row after the first commits, finds the version moved on and changes nothing, and the
+    repository runs it again (so a stale If-Match never overwrites, and the event's
+    `previous_attributes` are always the values this update replaced).
+
+    A change records its event (CONTRACT 3.4, left for the sequencer to number): `data` is the
+    integration after, as the API represents it (`represent`; a test holds the two equal), and
+    the values it changed, as they were.
 
     $1 id, $2 name or NULL, $3 status or NULL, $4 scope id, $5 the updatable type, $6 the
-    versions If-Match allows (NULL: any). No row: not in scope. Otherwise (the type, the
+    versions If-Match allows (NULL: any); the event: $7 id, $8 time, $9 request id, $10
+    Idempotency-Key or NULL, $11 actor type. No row: not in scope. Otherwise (the type, the
     version as read) and the updated integration, or NULLs if nothing changed: another type,
     or a version If-Match does not allow.
     """
@@ -284,12 +298,30 @@ WITH target AS ({_UPDATE_TARGET[kind]}
             WHEN COALESCE($2, i.name) = i.name AND COALESCE($3, i.status) = i.status THEN 0
             ELSE 1 END
     FROM target
-    WHERE i.id = target.id AND target.type = $5
+    WHERE i.id = target.id AND target.type = $5 AND i.version = target.version
       AND ($6::bigint[] IS NULL OR i.version = ANY($6::bigint[]))
     RETURNING i.id, i.organisation_id, i.name, i.type, i.status,
               ARRAY(SELECT m.merchant_id FROM integration_merchants m
-                    WHERE m.integration_id = i.id ORDER BY m.position),
+                    WHERE m.integration_id = i.id ORDER BY m.position) AS merchant_ids,
               i.version
+), event AS (
+    INSERT INTO events (id, created_at, type, organisation_id, partner_id, integration_id, data,
+                        request_id, idempotency_key, actor_type)
+    SELECT $7, $8, 'integration.updated', upd.organisation_id, target.partner_id, upd.id,
+           json_build_object(
+               'object', json_build_object(
+                   'id', upd.id, 'organisation_id', upd.organisation_id, 'name', upd.name,
+                   'type', upd.type, 'status', upd.status,
+                   'merchant_ids', to_json(upd.merchant_ids),
+                   'links', json_build_array(json_build_object(
+                       'rel', 'self', 'uri', '/v1/integrations/' || upd.id))),
+               'previous_attributes', json_strip_nulls(json_build_object(
+                   'name', CASE WHEN upd.name <> target.name THEN target.name END,
+                   'status', CASE WHEN upd.status <> target.status THEN target.status END))
+           )::text,
+           $9, $10, $11
+    FROM upd, target
+    WHERE upd.version <> target.version
 )
 SELECT target.type, target.version, upd.* FROM target LEFT JOIN upd ON true
 """

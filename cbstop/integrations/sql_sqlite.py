@@ -98,9 +98,10 @@ ORGANISATION = {kind: _organisation(kind) for kind in SCOPE_KINDS}
 
 
 def _target(kind: ScopeKind) -> str:
-    """$1 integration id, $2 scope id: its type and version."""
+    """$1 integration id, $2 scope id: its type and version, and the values an update's event
+    names as they were (name, status)."""
     return f"""
-SELECT i.type, i.version FROM integrations i
+SELECT i.type, i.version, i.name, i.status FROM integrations i
 WHERE i.id = $1 AND {integration_in_scope(kind, "$2")}
 """
 
@@ -147,3 +148,34 @@ WHERE id = $1
 
 # $1 id: the version now (the current ETag of a 412).
 VERSION = "SELECT version FROM integrations WHERE id = $1"
+
+# --- events (CONTRACT 3.4), in the change's transaction -----------------------------------
+
+# $1 id, $2 seq, $3 time, $4 integration id, $5 `data`, $6 request id, $7 Idempotency-Key or
+# NULL, $8 actor type: a create's event (its `data` is built from the answer).
+INSERT_CREATED_EVENT = """
+INSERT INTO events (id, seq, created_at, type, organisation_id, partner_id, integration_id, data,
+                    request_id, idempotency_key, actor_type)
+SELECT $1, $2, $3, 'integration.created', i.organisation_id, i.partner_id, i.id, $5, $6, $7, $8
+FROM integrations i WHERE i.id = $4
+"""
+
+# The same for an update, after it: `data` is the integration as it is now, as the API
+# represents it (`represent`; a test holds the two equal), and $5, the changed values as they
+# were (a JSON object).
+INSERT_UPDATED_EVENT = """
+INSERT INTO events (id, seq, created_at, type, organisation_id, partner_id, integration_id, data,
+                    request_id, idempotency_key, actor_type)
+SELECT $1, $2, $3, 'integration.updated', i.organisation_id, i.partner_id, i.id,
+       json_object(
+           'object', json_object(
+               'id', i.id, 'organisation_id', i.organisation_id, 'name', i.name,
+               'type', i.type, 'status', i.status,
+               'merchant_ids', json((SELECT json_group_array(merchant_id) FROM (
+                   SELECT m.merchant_id FROM integration_merchants m
+                   WHERE m.integration_id = i.id ORDER BY m.position))),
+               'links', json_array(json_object('rel', 'self', 'uri', '/v1/integrations/' || i.id))),
+           'previous_attributes', json($5)),
+       $6, $7, $8
+FROM integrations i WHERE i.id = $4
+"""

@@ -7,6 +7,7 @@ import sys
 from cbstop.auth.service import Authenticator
 from cbstop.auth.upkeep import KeyUpkeep
 from cbstop.db.database import Database, open_database
+from cbstop.events.pump import EventPump
 from cbstop.idempotency.store import AnswerCache, Purger
 from cbstop.observability.logging import Throttle, log
 from cbstop.observability.metrics import Metrics
@@ -22,6 +23,7 @@ class AppState:
     purger: Purger | None = None
     key_upkeep: KeyUpkeep | None = None
     limiter: RateLimiter | None = None
+    events: EventPump | None = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -53,6 +55,14 @@ class AppState:
         self.limiter = RateLimiter.of(settings, self.metrics, lambda: self.in_flight > 1)
         if self.limiter is not None:
             await self.limiter.start()
+        # Events numbered in commit order, fanned out to webhooks, purged (CONTRACT 3.4, 3.5).
+        self.events = EventPump(
+            self.db,
+            poll_interval=settings.event_poll_interval,
+            retention_days=settings.event_retention_days,
+            purge_interval=settings.event_purge_interval,
+        )
+        self.events.start()
         # This worker's gauges, written for the other workers' scrapes (metrics.py).
         self.metrics.start(self.db.pool_stats)
 
@@ -60,6 +70,8 @@ class AppState:
         """Stop purging expired idempotency keys; close the rate limits' store; write pending
         key upkeep; close the database."""
         await self.metrics.stop()
+        if self.events is not None:
+            await self.events.stop()
         if self.limiter is not None:
             await self.limiter.close()
         if self.purger is not None:
@@ -67,6 +79,11 @@ class AppState:
         if self.key_upkeep is not None:
             await self.key_upkeep.stop()
         await self.db.close()
+
+    def events_written(self) -> None:
+        """A request of this process recorded an event: number and fan it out now."""
+        if self.events is not None:
+            self.events.poke()
 
     def warn_unavailable(self, exc: Exception) -> None:
         """Log database trouble at most once a second, not once per request: the cause (its

@@ -1,0 +1,64 @@
+"""What a change records: the event's identity and origin, handed to the write that makes it.
+
+The integrations service builds an `EventDraft` for each create and PATCH; its repository
+writes the event in the same statement (PostgreSQL) or transaction (SQLite) as the change, so
+a change and its event are committed together or not at all. A PATCH that changes no value
+writes none, and a replayed request never reaches a write.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+
+from cbstop.db.database import Connection
+from cbstop.db.scope import ScopeKind
+
+CREATED = "integration.created"
+UPDATED = "integration.updated"
+EVENT_TYPES = (CREATED, UPDATED)
+
+ActorType = Literal["organisation", "partner"]
+
+# SQLite: the next number in commit order (one writer at a time), taken inside the write's
+# transaction; the event's INSERT then uses it.
+NEXT_SEQ_SQLITE = "UPDATE event_log SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq"
+
+
+def new_event_id() -> str:
+    """`evt_` and 128 bits of randomness, URL-safe."""
+    return "evt_" + secrets.token_urlsafe(16)
+
+
+def actor_type(kind: ScopeKind) -> ActorType:
+    """Who made a change, as events say it: an organisation's key, or a partner group's."""
+    return "organisation" if kind == "organisation" else "partner"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """The request a change came from: its X-Request-Id, its Idempotency-Key (if it sent one)
+    and the kind of key that made it."""
+
+    request_id: str
+    idempotency_key: str | None
+    actor_type: ActorType
+
+
+@dataclass(frozen=True, slots=True)
+class EventDraft:
+    """An event a write will record if it changes something: its id, time and origin."""
+
+    id: str
+    created_at: int
+    origin: Origin
+
+    @classmethod
+    def new(cls, created_at: int, origin: Origin) -> EventDraft:
+        return cls(new_event_id(), created_at, origin)
+
+
+async def next_seq_sqlite(conn: Connection) -> int:
+    """The next event number, inside a SQLite write transaction."""
+    return int(await conn.fetchval(NEXT_SEQ_SQLITE))
