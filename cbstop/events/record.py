@@ -9,6 +9,7 @@ writes none, and a replayed request never reaches a write.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,17 +49,24 @@ class Origin:
 
 @dataclass(frozen=True, slots=True)
 class EventDraft:
-    """An event a write will record if it changes something: its id, time and origin."""
+    """An event a write will record if it changes something: its id and origin.
+
+    Its time is taken by the write itself, once it holds what it changes: on PostgreSQL the
+    database's clock in the statement (after the row lock, for an update), on SQLite the
+    process's clock inside the write lock. A time taken before the write could put two
+    updates of one integration in the wrong order: the later of two racing PATCHes may have
+    asked first.
+    """
 
     id: str
-    created_at: int
     origin: Origin
 
     @classmethod
-    def new(cls, created_at: int, origin: Origin) -> EventDraft:
-        return cls(new_event_id(), created_at, origin)
+    def new(cls, origin: Origin) -> EventDraft:
+        return cls(new_event_id(), origin)
 
 
-async def next_seq_sqlite(conn: Connection) -> int:
-    """The next event number, inside a SQLite write transaction."""
-    return int(await conn.fetchval(NEXT_SEQ_SQLITE))
+async def next_seq_sqlite(conn: Connection) -> tuple[int, int]:
+    """The next event number and the time, inside a SQLite write transaction (one writer at
+    a time: both grow in commit order)."""
+    return int(await conn.fetchval(NEXT_SEQ_SQLITE)), time.time_ns() // 1000

@@ -156,11 +156,12 @@ async def create(
             merchants_ok = owned == len(new.merchant_ids)
             if merchants_ok:
                 await _sqlite_insert(conn, new=new, partner_id=org[1], shard=shard)
+                seq, now = await next_seq_sqlite(conn)
                 await conn.execute(
                     lite.INSERT_CREATED_EVENT,
                     event.id,
-                    await next_seq_sqlite(conn),
-                    event.created_at,
+                    seq,
+                    now,
                     new.id,
                     event_data,
                     origin.request_id,
@@ -238,7 +239,6 @@ async def update(
                 updatable_type,
                 allowed,
                 event.id,
-                event.created_at,
                 origin.request_id,
                 origin.idempotency_key,
                 origin.actor_type,
@@ -269,11 +269,12 @@ async def update(
             )
             if was != now
         }
+        seq, now = await next_seq_sqlite(conn)
         await conn.execute(
             lite.INSERT_UPDATED_EVENT,
             event.id,
-            await next_seq_sqlite(conn),
-            event.created_at,
+            seq,
+            now,
             integration_id,
             orjson.dumps(previous).decode(),
             origin.request_id,

@@ -117,7 +117,7 @@ async def create_integration(
         stored_at=None if keyed is None else keyed.now,
     )
 
-    event = EventDraft.new(new.created_at, origin)
+    event = EventDraft.new(origin)
     # The event's `data`: the integration as the answer represents it.
     event_data = b'{"object":%b}' % answer.body
 
@@ -167,7 +167,7 @@ async def update_integration(
         raise NotFound()
 
     async def update(conn: Connection) -> Answer:
-        event = EventDraft.new(keyed.now if keyed is not None else now_micros(), origin)
+        event = EventDraft.new(origin)
         outcome = await repository.update(
             conn,
             scope=principal.scope,

@@ -199,10 +199,10 @@ def _create(kind: ScopeKind) -> str:
     $7 count shard, $8 scope id (the organisation is looked up as ORGANISATION does, unless
     the key already has an answer); the key: $9 owner (NULL: no key), $10 key, $11 fingerprint,
     and the answer to store: $12 body, $13 Location, $14 ETag; the event (CONTRACT 3.4, left
-    for the sequencer to number): $15 id, $16 request id, $17 Idempotency-Key or NULL, $18
-    actor type, $19 its `data`. Answers (organisation found, every merchant its own) and the
-    answer already stored under the key (store.COLUMNS, NULL when there is none), in which
-    case nothing was written.
+    for the sequencer to number, timed by the database's clock as updates' are): $15 id, $16
+    request id, $17 Idempotency-Key or NULL, $18 actor type, $19 its `data`. Answers
+    (organisation found, every merchant its own) and the answer already stored under the key
+    (store.COLUMNS, NULL when there is none), in which case nothing was written.
     """
     return f"""
 WITH stored AS (
@@ -238,8 +238,8 @@ WITH stored AS (
 ), event AS (
     INSERT INTO events (id, created_at, type, organisation_id, partner_id, integration_id, data,
                         request_id, idempotency_key, actor_type)
-    SELECT $15, $5, 'integration.created', ins.organisation_id, ins.partner_id, ins.id, $19,
-           $16, $17, $18
+    SELECT $15, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
+           'integration.created', ins.organisation_id, ins.partner_id, ins.id, $19, $16, $17, $18
     FROM ins
 )
 SELECT EXISTS (SELECT 1 FROM org), COALESCE((SELECT merchants_ok FROM ok), false), stored.*
@@ -285,10 +285,11 @@ def _update(kind: ScopeKind) -> str:
     the values it changed, as they were.
 
     $1 id, $2 name or NULL, $3 status or NULL, $4 scope id, $5 the updatable type, $6 the
-    versions If-Match allows (NULL: any); the event: $7 id, $8 time, $9 request id, $10
-    Idempotency-Key or NULL, $11 actor type. No row: not in scope. Otherwise (the type, the
-    version as read) and the updated integration, or NULLs if nothing changed: another type,
-    or a version If-Match does not allow.
+    versions If-Match allows (NULL: any); the event: $7 id, $8 request id, $9
+    Idempotency-Key or NULL, $10 actor type (its time: the database's clock once the row is
+    locked, so two updates of one integration are timed in the order they were made). No
+    row: not in scope. Otherwise (the type, the version as read) and the updated integration,
+    or NULLs if nothing changed: another type, or a version If-Match does not allow.
     """
     return f"""
 WITH target AS ({_UPDATE_TARGET[kind]}
@@ -307,7 +308,8 @@ WITH target AS ({_UPDATE_TARGET[kind]}
 ), event AS (
     INSERT INTO events (id, created_at, type, organisation_id, partner_id, integration_id, data,
                         request_id, idempotency_key, actor_type)
-    SELECT $7, $8, 'integration.updated', upd.organisation_id, target.partner_id, upd.id,
+    SELECT $7, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
+           'integration.updated', upd.organisation_id, target.partner_id, upd.id,
            json_build_object(
                'object', json_build_object(
                    'id', upd.id, 'organisation_id', upd.organisation_id, 'name', upd.name,
@@ -319,7 +321,7 @@ WITH target AS ({_UPDATE_TARGET[kind]}
                    'name', CASE WHEN upd.name <> target.name THEN target.name END,
                    'status', CASE WHEN upd.status <> target.status THEN target.status END))
            )::text,
-           $9, $10, $11
+           $8, $9, $10
     FROM upd, target
     WHERE upd.version <> target.version
 )

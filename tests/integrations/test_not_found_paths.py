@@ -144,8 +144,12 @@ def test_patch_of_another_tenants_integration_takes_the_path_of_a_missing_one(
     matrix_url: str, kind: ScopeKind
 ) -> None:
     outside = _outside(kind, SAME_PARTNER, OTHER_TENANT)
-    runs = [(i, "Renamed", None, SCOPES[kind], "CUSTOM_ORDERS", None) for i in [NOWHERE, *outside]]
-    types = "text, text, text, text, text, bigint[]"
+    event = ("evt_new", "req", None, "organisation")
+    runs = [
+        (i, "Renamed", None, SCOPES[kind], "CUSTOM_ORDERS", None, *event)
+        for i in [NOWHERE, *outside]
+    ]
+    types = "text, text, text, text, text, bigint[], text, text, text, text"
     nowhere, *elsewhere = _paths(matrix_url, sql_postgres.UPDATE[kind], types, runs)
     assert elsewhere == [nowhere] * len(outside)
 
@@ -166,11 +170,14 @@ def test_create_in_another_tenants_organisation_takes_the_path_of_a_missing_one(
 ) -> None:
     outside = _outside(kind, UNASSIGNED_ORGANISATION, OTHER_ORGANISATION)
     runs = [
-        ("int_new", o, "New", "ENABLED", 1, ["mrch_a1_1"], 0, SCOPES[kind], *[None] * 6)
+        (
+            *("int_new", o, "New", "ENABLED", 1, ["mrch_a1_1"], 0, SCOPES[kind], *[None] * 6),
+            *("evt_new", "req", None, "organisation", '{"object": {}}'),
+        )
         for o in [NOWHERE_ORGANISATION, *outside]
     ]
     types = "text, text, text, text, bigint, text[], integer, text, text, text, bytea, bytea, "
-    types += "text, text"
+    types += "text, text, text, text, text, text, text"
     nowhere, *elsewhere = _paths(matrix_url, sql_postgres.CREATE[kind], types, runs)
     assert elsewhere == [nowhere] * len(outside)
 

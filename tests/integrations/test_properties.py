@@ -275,11 +275,17 @@ def test_update_answers_what_the_oracle_decides(
     assert response.status_code == 200, response.text
     assert response.json() == expected
     assert client.get(url, headers=ORG_A1).json() == expected
-    # Only the integrations table may change, and only this integration's row.
+    # Only this integration's row may change, and the events record it if it did.
     after = snapshot(database_url)
-    assert {t: r for t, r in after.items() if t != "integrations"} == {
-        t: r for t, r in rows_before.items() if t != "integrations"
+    changed = ("integrations", "events")
+    assert {t: r for t, r in after.items() if t not in changed} == {
+        t: r for t, r in rows_before.items() if t not in changed
     }
+    new_events = [r for r in after["events"] if r not in rows_before["events"]]
+    assert len(after["events"]) == len(rows_before["events"]) + len(new_events)
+    assert [(e[2], e[5]) for e in new_events] == (
+        [("integration.updated", integration_id)] if expected != before else []
+    )
     assert [r for r in after["integrations"] if r[0] != integration_id] == [
         r for r in rows_before["integrations"] if r[0] != integration_id
     ]
