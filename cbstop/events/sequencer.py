@@ -35,6 +35,13 @@ LOCK_POSTGRES = "SELECT last_seq, fanned_out FROM event_log WHERE id = 1 FOR UPD
 # SQLite: the write transaction already holds the database's one write lock.
 LOCK_SQLITE = "SELECT last_seq, fanned_out FROM event_log WHERE id = 1"
 
+# Whether there is anything to do: a read, so an idle process takes no lock (on SQLite, the
+# file's write lock) every poll.
+WORK = """
+SELECT (SELECT last_seq > fanned_out FROM event_log WHERE id = 1)
+    OR EXISTS (SELECT 1 FROM events WHERE seq IS NULL)
+"""
+
 # $1 batch size: the committed events still without a number, oldest first.
 PENDING = "SELECT id FROM events WHERE seq IS NULL ORDER BY created_at, id LIMIT $1"
 
@@ -104,6 +111,9 @@ async def sequence(db: Database, now: int) -> Progress:
     """Number every committed event and fan out every numbered one, a batch per unit of
     work; what was done in all."""
     numbered = fanned = deliveries = 0
+    async with db.connection() as conn:
+        if not await conn.fetchval(WORK):
+            return Progress(0, 0, 0)
     while True:
         async with db.transaction(write=True) as conn:
             done = await step(conn, now)
