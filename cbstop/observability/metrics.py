@@ -3,7 +3,8 @@
 Requests by route template and status, a latency histogram by route template, requests
 refused by rate limits (by policy), served without them (store unreachable) or shed (worker
 at capacity), the database pools' connections in use and requests waiting, each worker's
-resident memory, CPU time, open file descriptors and start time, and the build. No labels
+resident memory, CPU time, open file descriptors and start time, webhook attempts by outcome
+and the lag from an event's commit to its delivery, and the build. No labels
 ever carry key material.
 
 Under `cbstop serve` every worker writes its numbers to files of its own in one directory
@@ -42,6 +43,9 @@ from cbstop.tasks import cancelled
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Seconds from an event's commit to its delivery: milliseconds when the endpoint answers at
+# once, up to the retry schedule's ~3 days when it does not.
+LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0, 3600.0, 86400.0)
 # Seconds between two writes of a worker's gauges by its own background task.
 REFRESH_INTERVAL = 1.0
 
@@ -116,6 +120,19 @@ class Metrics:
             "API requests refused with 503 at once because the worker ran CBSTOP_MAX_IN_FLIGHT.",
             registry=registry,
         )
+        self.webhook_attempts = Counter(
+            "cbstop_webhook_attempts",
+            "Webhook delivery attempts, by outcome: delivered (2xx), failed (another status), "
+            "gone (410: the endpoint is disabled), timeout, error (no answer: refused, reset).",
+            ("outcome",),
+            registry=registry,
+        )
+        self.webhook_lag = Histogram(
+            "cbstop_webhook_delivery_lag_seconds",
+            "Time from an event's commit to its delivery to an endpoint (retries included).",
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
 
         def per_worker(name: str, documentation: str) -> Gauge:
             # One series per live worker, labelled with its pid: in files, by the collector.
@@ -178,6 +195,14 @@ class Metrics:
     def request_shed(self) -> None:
         """Count an API request refused because the worker was at capacity."""
         self.shed.inc()
+
+    def webhook_attempt(self, outcome: str) -> None:
+        """Count one webhook attempt by its outcome."""
+        self.webhook_attempts.labels(outcome).inc()
+
+    def webhook_delivered(self, lag_seconds: float) -> None:
+        """Record how long after its commit an event reached an endpoint."""
+        self.webhook_lag.observe(max(0.0, lag_seconds))
 
     def refresh(self, pool_in_use: int, pool_waiting: int) -> None:
         """Write this worker's gauges: the pool's numbers and the process's own."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 
 from cbstop.auth.service import Authenticator
@@ -13,6 +15,7 @@ from cbstop.observability.logging import Throttle, log
 from cbstop.observability.metrics import Metrics
 from cbstop.ratelimit.limiter import RateLimiter
 from cbstop.settings import Settings
+from cbstop.webhooks.delivery import Deliverer
 
 
 class AppState:
@@ -24,6 +27,7 @@ class AppState:
     key_upkeep: KeyUpkeep | None = None
     limiter: RateLimiter | None = None
     events: EventPump | None = None
+    deliverer: Deliverer | None = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -55,23 +59,33 @@ class AppState:
         self.limiter = RateLimiter.of(settings, self.metrics, lambda: self.in_flight > 1)
         if self.limiter is not None:
             await self.limiter.start()
+        # Webhook deliveries attempted from this process (CONTRACT 3.5); every process of every
+        # instance runs one, and each attempt is claimed by exactly one of them.
+        self.deliverer = Deliverer(
+            self.db, settings, f"{socket.gethostname()}:{os.getpid()}", self.metrics
+        )
+        self.deliverer.start()
         # Events numbered in commit order, fanned out to webhooks, purged (CONTRACT 3.4, 3.5).
         self.events = EventPump(
             self.db,
             poll_interval=settings.event_poll_interval,
             retention_days=settings.event_retention_days,
             purge_interval=settings.event_purge_interval,
+            on_deliveries=self.deliverer.poke,
         )
         self.events.start()
         # This worker's gauges, written for the other workers' scrapes (metrics.py).
         self.metrics.start(self.db.pool_stats)
 
     async def stop(self) -> None:
-        """Stop purging expired idempotency keys; close the rate limits' store; write pending
-        key upkeep; close the database."""
+        """Stop numbering events and delivering webhooks (attempts in flight get a few
+        seconds), stop purging expired idempotency keys; close the rate limits' store; write
+        pending key upkeep; close the database."""
         await self.metrics.stop()
         if self.events is not None:
             await self.events.stop()
+        if self.deliverer is not None:
+            await self.deliverer.stop()
         if self.limiter is not None:
             await self.limiter.close()
         if self.purger is not None:

@@ -1,0 +1,1 @@
+"""Webhook endpoints (CLI, world file) and Standard Webhooks signatures."""
