@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import orjson
 
+from cbstop.events import routes as events
 from cbstop.integrations import routes as integrations
 from cbstop.settings import Settings
 from cbstop.web import endpoints
@@ -21,7 +22,7 @@ __all__ = ["AppState", "create_app", "route_table"]
 
 def route_table() -> RouteTable:
     """Every operation the service answers."""
-    return RouteTable([*integrations.ROUTES, *endpoints.ROUTES])
+    return RouteTable([*integrations.ROUTES, *events.ROUTES, *endpoints.ROUTES])
 
 
 def create_app(settings: Settings) -> Edge:

@@ -282,6 +282,8 @@ def _success(op: Operation) -> dict[str, Any]:
         answer["content"] = {"application/json": media}
     if success.headers:
         answer["headers"] = _headers(success.headers)
+    if success.optional_headers:
+        answer.setdefault("headers", {}).update(_headers(success.optional_headers, required=False))
     if op.idempotent:
         answer.setdefault("headers", {}).update(_headers(REPLAYED, required=False))
     out = {str(success.status): answer}

@@ -98,7 +98,40 @@ class IntParam:
         return {**out, "default": self.default}
 
 
-def parse_query(declared: Sequence[IntParam], query_string: bytes) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StrParam:
+    """A string query parameter, given at most once: absent is None; given, it is 1 to
+    `max_length` code points without NUL (neither database can store one) and, if `allowed`
+    is set, one of those values."""
+
+    name: str
+    description: str
+    max_length: int
+    allowed: tuple[str, ...] = ()
+    default: None = None
+
+    def parse(self, given: list[str]) -> str:
+        """The value; a problem with it raises `ValueError` with the message for the 422."""
+        if len(given) > 1:
+            raise ValueError("Give the parameter once")
+        text = given[0]
+        if self.allowed:
+            if text not in self.allowed:
+                raise ValueError("Must be one of: " + ", ".join(self.allowed))
+        elif not 1 <= len(text) <= self.max_length or "\x00" in text:
+            raise ValueError(f"Must be 1-{self.max_length} characters, without NUL")
+        return text
+
+    def schema(self) -> dict[str, Any]:
+        if self.allowed:
+            return {"type": "string", "enum": list(self.allowed)}
+        return {"type": "string", "minLength": 1, "maxLength": self.max_length}
+
+
+QueryParam = IntParam | StrParam
+
+
+def parse_query(declared: Sequence[QueryParam], query_string: bytes) -> dict[str, Any]:
     """The declared parameters, each valid and given at most once; nothing undeclared."""
     seen: dict[str, list[str]] = {}
     for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
@@ -109,13 +142,22 @@ def parse_query(declared: Sequence[IntParam], query_string: bytes) -> dict[str, 
     for name, given in seen.items():
         param = by_name.get(name)
         if param is None:
-            found.append((name, "Unknown query parameter; no filters are supported"))
+            # The operation's declared parameters are all it takes: a client that sends a
+            # filter it does not have must learn that, not get an unfiltered answer.
+            allowed = ", ".join(p.name for p in declared)
+            found.append((name, f"Unknown query parameter; the parameters are: {allowed}"))
             continue
-        parsed = param.parse(given)
-        if isinstance(parsed, str):
-            found.append((name, parsed))
-        else:
-            values[name] = parsed
+        if isinstance(param, IntParam):
+            parsed = param.parse(given)
+            if isinstance(parsed, str):
+                found.append((name, parsed))
+            else:
+                values[name] = parsed
+            continue
+        try:
+            values[name] = param.parse(given)
+        except ValueError as problem:
+            found.append((name, str(problem)))
     if found:
         raise ValidationFailed(found)
     return values
@@ -153,6 +195,8 @@ class Success:
     description: str
     model: type[BaseModel] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Headers sent on some successes only (a list's `Link` when more follow).
+    optional_headers: dict[str, str] = field(default_factory=dict)
     examples: dict[str, Example] = field(default_factory=dict)
 
 
@@ -168,7 +212,7 @@ class Operation:
     success: Success
     description: str = ""
     ability: str | None = None
-    query: tuple[IntParam, ...] = ()
+    query: tuple[QueryParam, ...] = ()
     # Takes an Idempotency-Key (CONTRACT 3.1): the edge parses it and fingerprints the request.
     idempotent: bool = False
     # Other request headers the handler reads (documented only).

@@ -42,6 +42,12 @@ OPERATIONS = {
     ("get", ONE): ("Get integration by ID", READ),
     ("patch", ONE): ("Update integration", WRITE),
 }
+EVENTS = "/v1/events"
+EVENT = "/v1/events/{event_id}"
+EVENT_OPERATIONS = {
+    ("get", EVENTS): ("List events", READ),
+    ("get", EVENT): ("Get event by ID", READ),
+}
 METHODS = ("get", "post", "put", "patch", "delete")
 
 
@@ -107,7 +113,61 @@ def test_the_four_operations_need_a_bearer_key_with_their_ability(
 
 
 def test_the_tags_are_declared_in_the_order_the_page_shows_them(document: dict[str, Any]) -> None:
-    assert [tag["name"] for tag in document["tags"]] == ["Integrations", "Method not allowed"]
+    assert [tag["name"] for tag in document["tags"]] == [
+        "Integrations",
+        "Events",
+        "Method not allowed",
+    ]
+
+
+def test_the_events_operations_are_documented_with_their_parameters_and_link(
+    document: dict[str, Any],
+) -> None:
+    for (method, path), (summary, ability) in EVENT_OPERATIONS.items():
+        operation = openapi_operation(document, method, path)
+        assert operation["summary"] == summary
+        assert operation["tags"] == ["Events"]
+        assert operation["x-required-abilities"] == [ability]
+    assert _parameter(document, "get", EVENTS, "limit")["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100,
+        "default": 20,
+    }
+    assert _parameter(document, "get", EVENTS, "type")["schema"] == {
+        "type": "string",
+        "enum": ["integration.created", "integration.updated"],
+    }
+    for name in ("starting_after", "integration_id"):
+        assert _parameter(document, "get", EVENTS, name)["schema"] == {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 255,
+        }
+    listed = openapi_operation(document, "get", EVENTS)
+    assert {p["name"] for p in listed["parameters"]} == {
+        "limit",
+        "starting_after",
+        "type",
+        "integration_id",
+    }
+    link = openapi_response(document, listed, "200")["headers"]["Link"]
+    assert link["required"] is False
+    page = openapi_resolve(document, _json(openapi_response(document, listed, "200"))["schema"])
+    assert set(page["required"]) == {"items", "has_more"}
+    event = openapi_resolve(document, page["properties"]["items"]["items"])
+    assert set(event["properties"]) == {
+        "id",
+        "type",
+        "created_at",
+        "organisation_id",
+        "integration_id",
+        "data",
+        "request",
+        "actor",
+    }
+    one = openapi_operation(document, "get", EVENT)
+    assert set(one["responses"]) == {"200", "400", "401", "403", "404", "429", "431", "503"}
 
 
 def test_examples_1_and_2_list_with_a_partner_and_an_organisation_key(
@@ -256,7 +316,7 @@ def test_each_other_method_of_a_path_is_documented_as_the_405_it_answers(
 def test_the_service_endpoints_and_the_pages_files_stay_out_of_the_document(
     document: dict[str, Any],
 ) -> None:
-    assert set(document["paths"]) == {LIST, ONE}
+    assert set(document["paths"]) == {LIST, ONE, EVENTS, EVENT}
     assert endpoints.SWAGGER_UI_JS.startswith(endpoints.DOCS_PATH + "/")
 
 
@@ -268,6 +328,8 @@ COUNTED = {
     ("post", LIST): {"201", "400", "403", "404", "409", "413", "415", "422", "503"},
     ("get", ONE): {"200", "304", "403", "404", "503"},
     ("patch", ONE): {"200", "400", "403", "404", "409", "412", "413", "415", "422", "503"},
+    ("get", EVENTS): {"200", "403", "422", "503"},
+    ("get", EVENT): {"200", "403", "404", "503"},
 }
 FIELDS = ("RateLimit-Policy", "RateLimit")
 QUOTA_REFS = {name: {"$ref": f"#/components/headers/{name}"} for name in FIELDS}
@@ -281,7 +343,7 @@ def _rate_fields(answer: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in answer.get("headers", {}).items() if k.lower().startswith("ratelimit")}
 
 
-def test_every_answer_of_the_four_operations_documents_the_rate_limit_fields_it_carries(
+def test_every_answer_of_the_api_operations_documents_the_rate_limit_fields_it_carries(
     document: dict[str, Any],
 ) -> None:
     limited = {
@@ -290,7 +352,7 @@ def test_every_answer_of_the_four_operations_documents_the_rate_limit_fields_it_
         for method, operation in item.items()
         if method != "parameters" and "x-required-abilities" in operation
     }
-    assert limited == set(OPERATIONS)
+    assert limited == set(OPERATIONS) | set(EVENT_OPERATIONS) == set(COUNTED)
     for (method, path), counted in COUNTED.items():
         responses = openapi_operation(document, method, path)["responses"]
         before_the_key = {"431"} | ({"400"} if method == "get" else set())
