@@ -1,4 +1,4 @@
-"""The `cbstop` command: serve, migrate, load world files, manage keys.
+"""The `cbstop` command: serve, migrate, load world files, manage keys and webhook endpoints.
 
 Every operational failure (unreachable database, bad URL, bad world file, unknown owner...)
 is one line on stderr and exit status 1; usage mistakes exit 2. Never a traceback.
@@ -26,6 +26,8 @@ from cbstop.settings import Settings
 if TYPE_CHECKING:
     from cbstop.db.database import Database
     from cbstop.keys.service import CreatedKey, KeyInfo, SecretUse
+    from cbstop.webhooks.endpoints import CreatedEndpoint
+    from cbstop.webhooks.repository import StoredAttempt
 
 T = TypeVar("T")
 
@@ -42,6 +44,12 @@ keys_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(keys_app, name="keys")
+webhooks_app = typer.Typer(
+    help="Add, list and remove webhook endpoints; show recent deliveries. An endpoint's "
+    "signing secret is shown once, when it is added.",
+    no_args_is_help=True,
+)
+app.add_typer(webhooks_app, name="webhooks")
 
 DatabaseUrl = Annotated[
     str | None,
@@ -105,6 +113,7 @@ def _first_line(exc: BaseException) -> str:
 def _one_line_errors() -> Iterator[None]:
     """Turn every failure into one readable line on stderr and a non-zero exit."""
     from cbstop.keys.service import KeyManagementError
+    from cbstop.webhooks.endpoints import WebhookError
     from cbstop.world.loader import WorldError
 
     try:
@@ -113,7 +122,7 @@ def _one_line_errors() -> Iterator[None]:
         raise
     except CliError as exc:
         _fail(str(exc), exc.code)
-    except (WorldError, KeyManagementError) as exc:
+    except (WorldError, KeyManagementError, WebhookError) as exc:
         _fail(_first_line(exc))
     except KeyboardInterrupt:
         _fail("interrupted", 130)
@@ -281,7 +290,10 @@ def migrate(database_url: DatabaseUrl = None) -> None:
 @app.command()
 def load(
     file: Annotated[
-        Path, typer.Argument(help="World file (JSON): tenants, merchants, integrations, keys.")
+        Path,
+        typer.Argument(
+            help="World file (JSON): tenants, merchants, integrations, keys, webhook endpoints."
+        ),
     ],
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -431,6 +443,183 @@ def keys_list(database_url: DatabaseUrl = None) -> None:
         typer.echo("")
         typer.echo("Live keys (not revoked, not expired) per key secret:")
         _table([("SECRET", "KEYS", "")] + [_secret_row(u) for u in uses])
+
+
+# --- webhooks ---------------------------------------------------------------------------------
+
+
+def _url_option(value: str) -> str:
+    """`--url`: a usage error (exit 2) unless http(s) with a host."""
+    from cbstop.webhooks.endpoints import url_problem
+
+    problem = url_problem(value)
+    if problem is not None:
+        raise typer.BadParameter(problem)
+    return value
+
+
+def _event_option(values: list[str] | None) -> list[str] | None:
+    """`--event`: a usage error (exit 2) for an unknown or repeated event type."""
+    from cbstop.webhooks.endpoints import event_types_problem
+
+    problem = event_types_problem(values or [])
+    if problem is not None:
+        raise typer.BadParameter(problem)
+    return values
+
+
+@webhooks_app.command("add")
+def webhooks_add(
+    url: Annotated[
+        str,
+        typer.Option(
+            "--url",
+            help="Where events are POSTed: an http:// or https:// URL.",
+            show_default=False,
+            callback=_url_option,
+        ),
+    ],
+    organisation: Annotated[
+        str | None,
+        typer.Option(
+            "--organisation", help="Send the events of this organisation.", show_default=False
+        ),
+    ] = None,
+    partner_group: Annotated[
+        str | None,
+        typer.Option(
+            "--partner-group",
+            help="Send the events this partner group's keys can see.",
+            show_default=False,
+        ),
+    ] = None,
+    event: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--event",
+            help="Send only this event type (repeatable): integration.created, "
+            "integration.updated. Default: every type.",
+            show_default=False,
+            callback=_event_option,
+        ),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Add a webhook endpoint for an organisation or a partner group; its signing secret is
+    printed once."""
+    with _one_line_errors():
+        from cbstop.webhooks.endpoints import add_endpoint
+
+        if (organisation is None) == (partner_group is None):
+            raise CliError("give exactly one of --organisation and --partner-group", 2)
+        settings = _migrated(database_url)
+
+        async def add(db: Database) -> CreatedEndpoint:
+            return await add_endpoint(
+                db,
+                url=url,
+                organisation_id=organisation,
+                partner_group_id=partner_group,
+                event_types=event or (),
+            )
+
+        created = _with_database(settings, add)
+        info = created.info
+        owner = info.owner_kind.replace("_", " ")
+        events = ", ".join(info.event_types) or "every event type"
+        typer.echo(
+            f"Added webhook endpoint {info.id} for {owner} {info.owner_id} ({info.url}, {events})."
+        )
+        typer.echo("Its signing secret is shown only this once; give it to the receiver now:")
+        typer.echo(created.secret)
+
+
+@webhooks_app.command("list")
+def webhooks_list(database_url: DatabaseUrl = None) -> None:
+    """List every webhook endpoint: id, owner, URL, event types, creation and status (with why
+    it was disabled). Never the signing secret."""
+    with _one_line_errors():
+        from cbstop.webhooks.endpoints import list_endpoints
+
+        settings = _migrated(database_url)
+        endpoints = _with_database(settings, list_endpoints)
+        if not endpoints:
+            typer.echo("No webhook endpoints.")
+            return
+        rows = [("ID", "OWNER", "URL", "EVENTS", "CREATED", "STATUS")]
+        for e in endpoints:
+            status = e.status
+            if e.disabled_reason is not None:
+                status += f" ({e.disabled_reason})"
+            rows.append(
+                (
+                    e.id,
+                    f"{e.owner_kind} {e.owner_id}",
+                    e.url,
+                    ",".join(e.event_types) or "all",
+                    _time(e.created_at),
+                    status,
+                )
+            )
+        _table(rows)
+
+
+@webhooks_app.command("remove")
+def webhooks_remove(
+    endpoint_id: Annotated[
+        str, typer.Argument(help="Id of the endpoint (as `cbstop webhooks list` shows).")
+    ],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Remove a webhook endpoint with its deliveries and their attempts: nothing more is sent
+    to it."""
+    with _one_line_errors():
+        from cbstop.webhooks.endpoints import remove_endpoint
+
+        settings = _migrated(database_url)
+        _with_database(settings, lambda db: remove_endpoint(db, endpoint_id))
+        typer.echo(f"Removed webhook endpoint {endpoint_id}.")
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    endpoint_id: Annotated[
+        str | None,
+        typer.Argument(help="Only this endpoint's attempts. Default: every endpoint's."),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", help="How many attempts to show.", min=1, max=10_000)
+    ] = 20,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Show the most recent delivery attempts, newest first: when, endpoint, event, attempt
+    number, duration, the delivery's state now (pending with its next attempt, delivered,
+    failed, cancelled) and the outcome (HTTP status, or the error in its place)."""
+    with _one_line_errors():
+        from cbstop.webhooks.endpoints import recent_attempts
+
+        settings = _migrated(database_url)
+        attempts = _with_database(settings, lambda db: recent_attempts(db, endpoint_id, limit))
+        if not attempts:
+            typer.echo("No delivery attempts.")
+            return
+        header = ("TIME", "ENDPOINT", "EVENT", "ATTEMPT", "DURATION", "STATE", "NEXT", "RESULT")
+        _table([header, *(_attempt_row(a) for a in attempts)])
+
+
+def _attempt_row(a: StoredAttempt) -> tuple[str, ...]:
+    # The outcome comes last: an error's text has spaces, every other column has none.
+    result = f"HTTP {a.status_code}" if a.status_code is not None else a.error or "?"
+    return (
+        _time(a.started_at),
+        a.endpoint_id,
+        a.event_id,
+        str(a.attempt),
+        f"{a.duration_us / 1000:.0f}ms",
+        a.state or "purged",
+        _time(a.next_attempt_at) if a.next_attempt_at is not None else "-",
+        result,
+    )
 
 
 def _secret_row(use: SecretUse) -> tuple[str, str, str]:

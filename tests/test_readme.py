@@ -418,7 +418,7 @@ def test_the_world_file_reference_shows_the_example_file_exactly() -> None:
 
 
 def test_the_world_file_examples_load_and_load_again_unchanged(database_url: str) -> None:
-    _, keys = world_file_examples()
+    _, keys, _ = world_file_examples()
     path = DOCS / "examples" / "world.json"
     first = load_world_file(database_url, path, key_secret=TEST_KEY_SECRET)
     assert first.added["integrations"] == 2 and first.added["merchants"] == 3

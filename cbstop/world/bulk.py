@@ -75,6 +75,12 @@ API_KEYS_BY_HASH = ByIds(
     "SELECT id, key_hash FROM api_keys WHERE key_hash = ANY($1::text[])",
     "SELECT id, key_hash FROM api_keys WHERE key_hash IN (SELECT value FROM json_each($1))",
 )
+WEBHOOK_ENDPOINTS = ByIds(
+    "SELECT id, organisation_id, partner_group_id, url, secret, event_types "
+    "FROM webhook_endpoints WHERE id = ANY($1::text[])",
+    "SELECT id, organisation_id, partner_group_id, url, secret, event_types "
+    "FROM webhook_endpoints WHERE id IN (SELECT value FROM json_each($1))",
+)
 
 # Shard 0 takes the load's increments; the API spreads its own over the shards.
 ADD_ORGANISATION_COUNT = (
@@ -148,6 +154,16 @@ async def fetch_existing(conn: Connection, ids: Lookups) -> Existing:
         },
         key_owners={
             r["key_hash"]: r["id"] for r in await fetch(conn, API_KEYS_BY_HASH, ids.key_hashes)
+        },
+        webhook_endpoints={
+            r["id"]: {
+                "organisation_id": r["organisation_id"],
+                "partner_group_id": r["partner_group_id"],
+                "url": r["url"],
+                "secret": r["secret"],
+                "event_types": r["event_types"],
+            }
+            for r in await fetch(conn, WEBHOOK_ENDPOINTS, ids.webhook_endpoints)
         },
     )
 

@@ -22,12 +22,14 @@ from cbstop.world.rows import (
     Existing,
     Lookups,
     Plan,
+    WebhookEndpointRow,
     group_row,
     integration_row,
     key_row,
     merchant_row,
     organisation_row,
     partner_row,
+    webhook_row,
 )
 from cbstop.world.schema import (
     ApiKey,
@@ -36,6 +38,7 @@ from cbstop.world.schema import (
     Organisation,
     Partner,
     PartnerGroup,
+    WebhookEndpoint,
     World,
     entry_label,
 )
@@ -63,10 +66,12 @@ def lookups(world: World, key_hashes: Sequence[str]) -> Lookups:
             (m.organisation_id for m in world.merchants),
             (i.organisation_id for i in world.integrations),
             (k.organisation_id for k in world.api_keys if k.organisation_id is not None),
+            (w.organisation_id for w in world.webhook_endpoints if w.organisation_id is not None),
         ),
         partner_groups=_ids(
             (g.id for g in world.partner_groups),
             (k.partner_group_id for k in world.api_keys if k.partner_group_id is not None),
+            (w.partner_group_id for w in world.webhook_endpoints if w.partner_group_id is not None),
         ),
         merchants=_ids(
             (m.id for m in world.merchants),
@@ -75,6 +80,7 @@ def lookups(world: World, key_hashes: Sequence[str]) -> Lookups:
         integrations=[i.id for i in world.integrations],
         api_keys=[k.id for k in world.api_keys],
         key_hashes=list(key_hashes),
+        webhook_endpoints=[w.id for w in world.webhook_endpoints],
     )
 
 
@@ -129,6 +135,7 @@ class _Checks:
         merchants = self._merchants(w.merchants)
         integrations = self._integrations(w.integrations)
         keys = self._api_keys(w.api_keys, key_hashes)
+        webhooks = self._webhook_endpoints(w.webhook_endpoints)
 
         org_partner = self.org_partner
         per_org: dict[str, int] = {}
@@ -177,6 +184,20 @@ class _Checks:
                         key_fingerprint,
                     )
                     for key, c in keys
+                ],
+                "webhook_endpoints": [
+                    (
+                        e.id,
+                        c["organisation_id"],
+                        c["partner_group_id"],
+                        c["url"],
+                        c["secret"],
+                        c["event_types"],
+                        "enabled",
+                        None,
+                        now,
+                    )
+                    for e, c in webhooks
                 ],
             },
             organisation_counts=per_org,
@@ -327,3 +348,23 @@ class _Checks:
             if other is not None and other != key.id:
                 raise self.fail("api_keys", index, f"secret is already used by key {other}")
         return [(key, stored[key.id]) for key in new]
+
+    def _webhook_endpoints(
+        self, entries: list[WebhookEndpoint]
+    ) -> list[tuple[WebhookEndpoint, WebhookEndpointRow]]:
+        """The new endpoints, each with the content its row stores."""
+        section = "webhook_endpoints"
+        self._unique(section, entries)
+        for index, e in enumerate(entries):
+            if (e.organisation_id is None) == (e.partner_group_id is None):
+                raise self.fail(
+                    section, index, "give exactly one of organisation_id and partner_group_id"
+                )
+            if e.organisation_id is not None and e.organisation_id not in self.org_partner:
+                raise self.fail(section, index, f"organisation {e.organisation_id} does not exist")
+            if e.partner_group_id is not None and e.partner_group_id not in self.groups:
+                raise self.fail(
+                    section, index, f"partner group {e.partner_group_id} does not exist"
+                )
+        new = self._new(section, entries, self.existing.webhook_endpoints, webhook_row)
+        return [(e, webhook_row(e)) for e in new]

@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from cbstop.auth.keys import encode_abilities
-from cbstop.world.schema import ApiKey, Integration, Merchant, Organisation, Partner, PartnerGroup
+from cbstop.webhooks.endpoints import encode_event_types
+from cbstop.world.schema import (
+    ApiKey,
+    Integration,
+    Merchant,
+    Organisation,
+    Partner,
+    PartnerGroup,
+    WebhookEndpoint,
+)
 
 
 class PartnerRow(TypedDict):
@@ -49,6 +58,14 @@ class ApiKeyRow(TypedDict):
     partner_group_id: str | None
     abilities: str  # the stored form, `encode_abilities`
     revoked: bool
+
+
+class WebhookEndpointRow(TypedDict):
+    organisation_id: str | None
+    partner_group_id: str | None
+    url: str
+    secret: str
+    event_types: str  # the stored form, `encode_event_types`
 
 
 # An entry of the file as the row it would be stored as, to compare with what is stored.
@@ -95,6 +112,18 @@ def key_row(key: ApiKey, key_hash: str) -> ApiKeyRow:
     }
 
 
+def webhook_row(e: WebhookEndpoint) -> WebhookEndpointRow:
+    # Not the status: the deliverer disables an endpoint that answers 410, and loading the file
+    # again must not call that a conflict.
+    return {
+        "organisation_id": e.organisation_id,
+        "partner_group_id": e.partner_group_id,
+        "url": e.url,
+        "secret": e.secret,
+        "event_types": encode_event_types(e.event_types or ()),
+    }
+
+
 @dataclass(frozen=True)
 class Lookups:
     """The ids whose stored rows the checks need, per table, and the key hashes to look up."""
@@ -106,6 +135,7 @@ class Lookups:
     integrations: list[str]
     api_keys: list[str]
     key_hashes: list[str]
+    webhook_endpoints: list[str]
 
 
 @dataclass
@@ -119,6 +149,7 @@ class Existing:
     integrations: dict[str, IntegrationRow] = field(default_factory=dict)
     api_keys: dict[str, ApiKeyRow] = field(default_factory=dict)
     key_owners: dict[str, str] = field(default_factory=dict)  # key hash -> stored key's id
+    webhook_endpoints: dict[str, WebhookEndpointRow] = field(default_factory=dict)
 
 
 # The tables a load writes, in the order it writes them (each row's references first), and
@@ -149,6 +180,17 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "revoked_at",
         "created_at",
         "secret_fingerprint",
+    ),
+    "webhook_endpoints": (
+        "id",
+        "organisation_id",
+        "partner_group_id",
+        "url",
+        "secret",
+        "event_types",
+        "status",
+        "disabled_reason",
+        "created_at",
     ),
 }
 

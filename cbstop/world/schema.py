@@ -20,6 +20,7 @@ from pydantic import (
 
 from cbstop.auth.keys import MAX_KEY_LENGTH, MIN_KEY_LENGTH, key_shape_problem
 from cbstop.integrations import rules
+from cbstop.webhooks import endpoints, signing
 
 
 def _key_shaped(value: str) -> str:
@@ -58,6 +59,33 @@ Secret = Annotated[
     StringConstraints(min_length=MIN_KEY_LENGTH, max_length=MAX_KEY_LENGTH),
     AfterValidator(_key_shaped),
 ]
+
+
+def _webhook_url(value: str) -> str:
+    problem = endpoints.url_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _webhook_secret(value: str) -> str:
+    signing.signing_key(value)  # its ValueError says what is wrong
+    return value
+
+
+def _event_types(values: list[str]) -> list[str]:
+    if not values:
+        raise ValueError("must not be empty: leave it out to send every type")
+    for value in values:
+        if values.count(value) > 1:
+            raise ValueError(f"contains {value} twice")
+    return values
+
+
+WebhookUrl = Annotated[str, AfterValidator(_webhook_url)]
+WebhookSecret = Annotated[str, AfterValidator(_webhook_secret)]
+# cbstop.events.record.EVENT_TYPES, as a type (tests/webhooks/test_world.py holds them equal).
+EventType = Literal["integration.created", "integration.updated"]
 Ability = Literal["integrations:read", "integrations:write"]
 ALL_ABILITIES: tuple[Ability, ...] = ("integrations:read", "integrations:write")
 
@@ -112,6 +140,16 @@ class ApiKey(Entry):
     revoked: bool = False
 
 
+class WebhookEndpoint(Entry):
+    id: Id
+    url: WebhookUrl
+    secret: WebhookSecret
+    organisation_id: Id | None = None
+    partner_group_id: Id | None = None
+    # Omitted means every type, as for an endpoint added with `cbstop webhooks add`.
+    event_types: Annotated[list[EventType], AfterValidator(_event_types)] | None = None
+
+
 class World(Entry):
     partners: list[Partner] = Field(default_factory=list)
     partner_groups: list[PartnerGroup] = Field(default_factory=list)
@@ -119,6 +157,7 @@ class World(Entry):
     merchants: list[Merchant] = Field(default_factory=list)
     integrations: list[Integration] = Field(default_factory=list)
     api_keys: list[ApiKey] = Field(default_factory=list)
+    webhook_endpoints: list[WebhookEndpoint] = Field(default_factory=list)
 
 
 SECTIONS = tuple(World.model_fields)

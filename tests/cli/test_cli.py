@@ -55,6 +55,12 @@ def assert_one_line_error(result: Any, code: int, message: str) -> None:
         ["keys", "create", "--help"],
         ["keys", "revoke", "--help"],
         ["keys", "list", "--help"],
+        ["webhooks"],
+        ["webhooks", "--help"],
+        ["webhooks", "add", "--help"],
+        ["webhooks", "list", "--help"],
+        ["webhooks", "remove", "--help"],
+        ["webhooks", "deliveries", "--help"],
     ],
     ids=lambda args: " ".join(args) or "bare",
 )
@@ -67,7 +73,7 @@ def test_help_is_shown_and_exits_0(args: list[str]) -> None:
 
 def test_help_lists_every_command() -> None:
     out = cbstop("--help").stdout
-    for command in ("serve", "migrate", "load", "keys"):
+    for command in ("serve", "migrate", "load", "keys", "webhooks"):
         assert re.search(rf"│ {command} ", out), out
 
 

@@ -81,6 +81,7 @@ def test_a_new_world_plans_every_entry_in_write_order() -> None:
         "integrations",
         "integration_merchants",
         "api_keys",
+        "webhook_endpoints",
     ]
     assert plan.added == {
         "partners": 2,
@@ -91,6 +92,7 @@ def test_a_new_world_plans_every_entry_in_write_order() -> None:
         "integrations": 5,
         "integration_merchants": 6,
         "api_keys": 5,
+        "webhook_endpoints": 0,
     }
     assert plan.unchanged == {
         "partners": 0,
@@ -99,6 +101,7 @@ def test_a_new_world_plans_every_entry_in_write_order() -> None:
         "merchants": 0,
         "integrations": 0,
         "api_keys": 0,
+        "webhook_endpoints": 0,
     }
     assert plan.rows["partner_group_organisations"] == [("pgrp_a_desk", "org_a1", "ptr_a")]
 
@@ -214,6 +217,7 @@ def test_an_entry_stored_with_the_same_content_is_counted_unchanged_and_not_writ
         "merchants": 1,
         "integrations": 1,
         "api_keys": 1,
+        "webhook_endpoints": 0,
     }
     assert plan.added["partner_group_organisations"] == 0
     assert plan.added["integration_merchants"] == 4
@@ -511,3 +515,4 @@ def test_lookups_name_each_sections_ids_then_the_references_the_file_does_not_de
     assert ids.integrations == [i["id"] for i in raw["integrations"]]
     assert ids.api_keys == [k["id"] for k in raw["api_keys"]]
     assert ids.key_hashes == ["h1", "h2"]
+    assert ids.webhook_endpoints == []

@@ -256,7 +256,7 @@ BAD_FILES: list[tuple[str, Change, str]] = [
         "unknown section",
         _unknown_section,
         "tenants: unknown section (expected one of partners, partner_groups, organisations, "
-        "merchants, integrations, api_keys)",
+        "merchants, integrations, api_keys, webhook_endpoints)",
     ),
     (
         "wrong type",
