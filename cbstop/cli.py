@@ -581,6 +581,26 @@ def webhooks_remove(
         typer.echo(f"Removed webhook endpoint {endpoint_id}.")
 
 
+@webhooks_app.command("enable")
+def webhooks_enable(
+    endpoint_id: Annotated[
+        str, typer.Argument(help="Id of the endpoint (as `cbstop webhooks list` shows).")
+    ],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Send events to an endpoint again after its receiver answered 410 (deliveries cancelled
+    meanwhile are not sent)."""
+    with _one_line_errors():
+        from cbstop.webhooks.endpoints import enable_endpoint
+
+        settings = _migrated(database_url)
+        was_disabled = _with_database(settings, lambda db: enable_endpoint(db, endpoint_id))
+        if was_disabled:
+            typer.echo(f"Enabled webhook endpoint {endpoint_id}.")
+        else:
+            typer.echo(f"Webhook endpoint {endpoint_id} was already enabled.")
+
+
 @webhooks_app.command("deliveries")
 def webhooks_deliveries(
     endpoint_id: Annotated[

@@ -175,6 +175,16 @@ async def remove_endpoint(db: Database, endpoint_id: str) -> None:
             raise WebhookError(f"webhook endpoint {endpoint_id} does not exist")
 
 
+async def enable_endpoint(db: Database, endpoint_id: str) -> bool:
+    """Send events to an endpoint again (one its receiver disabled with 410): True if it was
+    disabled. Deliveries cancelled meanwhile stay cancelled; events from now on are sent."""
+    async with db.transaction(write=True) as conn:
+        before = await repository.enable_endpoint(conn, endpoint_id)
+    if before is None:
+        raise WebhookError(f"webhook endpoint {endpoint_id} does not exist")
+    return before == "disabled"
+
+
 async def recent_attempts(
     db: Database, endpoint_id: str | None = None, limit: int = 20
 ) -> list[StoredAttempt]:

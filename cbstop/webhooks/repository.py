@@ -97,6 +97,18 @@ async def delete_endpoint(conn: Connection, endpoint_id: str) -> bool:
     return row is not None
 
 
+async def enable_endpoint(conn: Connection, endpoint_id: str) -> str | None:
+    """Enable the endpoint (its disabled reason forgotten), inside the caller's write unit of
+    work; its status before, or None if it does not exist."""
+    before = await conn.fetchval("SELECT status FROM webhook_endpoints WHERE id = $1", endpoint_id)
+    if before is not None:
+        await conn.execute(
+            "UPDATE webhook_endpoints SET status = 'enabled', disabled_reason = NULL WHERE id = $1",
+            endpoint_id,
+        )
+    return None if before is None else str(before)
+
+
 # $1 the number of attempts. A LEFT JOIN: retention may purge a delivery before its attempts.
 RECENT_ATTEMPTS = """
 SELECT a.endpoint_id, a.event_id, a.attempt, a.started_at, a.duration_us, a.status_code,

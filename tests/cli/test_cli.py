@@ -60,6 +60,7 @@ def assert_one_line_error(result: Any, code: int, message: str) -> None:
         ["webhooks", "add", "--help"],
         ["webhooks", "list", "--help"],
         ["webhooks", "remove", "--help"],
+        ["webhooks", "enable", "--help"],
         ["webhooks", "deliveries", "--help"],
     ],
     ids=lambda args: " ".join(args) or "bare",

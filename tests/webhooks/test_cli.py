@@ -1,4 +1,4 @@
-"""`cbstop webhooks add|list|remove|deliveries`, run as the real command on both databases."""
+"""`cbstop webhooks add|list|remove|enable|deliveries`, run as the real command, both databases."""
 
 from __future__ import annotations
 
@@ -327,6 +327,43 @@ def test_remove_of_an_unknown_endpoint_is_one_line_and_changes_nothing(world: st
     add_delivery(world, "we_kept", "evt_1", "delivered", [(0, 200, None)])
     before = snapshot(world)
     result = cbstop("webhooks", "remove", "we_nope", "--database-url", world)
+    assert_one_line_error(result, 1, "webhook endpoint we_nope does not exist")
+    assert snapshot(world) == before
+
+
+# --- enable -----------------------------------------------------------------------------------
+
+
+def test_enable_sends_to_an_endpoint_its_receiver_disabled_again(world: str) -> None:
+    add_endpoint_row(world, "we_gone", status="disabled", disabled_reason="HTTP 410 Gone")
+    add_endpoint_row(world, "we_other", status="disabled", disabled_reason="HTTP 410 Gone")
+    add_delivery(world, "we_gone", "evt_1", "cancelled", [(0, 410, None)])
+    before = snapshot(world)
+    result = cbstop("webhooks", "enable", "we_gone", "--database-url", world)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        "Enabled webhook endpoint we_gone.\n",
+        "",
+    )
+    assert endpoint_row(world, "we_gone")[0][5:] == ("enabled", None)
+    after = snapshot(world)
+    assert [r for r in after["webhook_endpoints"] if r[0] != "we_gone"] == [
+        r for r in before["webhook_endpoints"] if r[0] != "we_gone"
+    ]
+    assert {t: r for t, r in after.items() if t != "webhook_endpoints"} == {
+        t: r for t, r in before.items() if t != "webhook_endpoints"
+    }
+    again = cbstop("webhooks", "enable", "we_gone", "--database-url", world)
+    assert (again.returncode, again.stdout) == (
+        0,
+        "Webhook endpoint we_gone was already enabled.\n",
+    )
+    assert snapshot(world) == after
+
+
+def test_enable_of_an_unknown_endpoint_is_one_line_and_changes_nothing(world: str) -> None:
+    before = snapshot(world)
+    result = cbstop("webhooks", "enable", "we_nope", "--database-url", world)
     assert_one_line_error(result, 1, "webhook endpoint we_nope does not exist")
     assert snapshot(world) == before
 
