@@ -253,13 +253,40 @@ events = Table(
     Column("idempotency_key", Text, nullable=True),
     Column("actor_type", Text, nullable=False),
     PrimaryKeyConstraint("id"),
-    UniqueConstraint("seq"),
     CheckConstraint("type IN ('integration.created', 'integration.updated')", name="type"),
     CheckConstraint("actor_type IN ('organisation', 'partner')", name="actor_type"),
-    Index("ix_events_organisation_page", "organisation_id", "seq"),
-    Index("ix_events_partner_page", "partner_id", "seq"),
-    Index("ix_events_integration_page", "integration_id", "seq"),
-    Index("ix_events_created_at", "created_at"),
+    # Partial indexes: on PostgreSQL a write inserts its event unnumbered, into the primary
+    # key and `ix_events_pending` only; the sequencer's numbering then adds it to the others.
+    # Retention deletes the lowest numbers first (their times are the oldest), so no index on
+    # the time is kept.
+    Index(
+        "uq_events_seq",
+        "seq",
+        unique=True,
+        postgresql_where=text("seq IS NOT NULL"),
+        sqlite_where=text("seq IS NOT NULL"),
+    ),
+    Index(
+        "ix_events_pending",
+        "created_at",
+        "id",
+        postgresql_where=text("seq IS NULL"),
+        sqlite_where=text("seq IS NULL"),
+    ),
+    *(
+        Index(
+            f"ix_events_{name}_page",
+            column,
+            "seq",
+            postgresql_where=text("seq IS NOT NULL"),
+            sqlite_where=text("seq IS NOT NULL"),
+        )
+        for name, column in (
+            ("organisation", "organisation_id"),
+            ("partner", "partner_id"),
+            ("integration", "integration_id"),
+        )
+    ),
 )
 
 # One row (id 1): the last `seq` given, and the last one whose webhook deliveries were made.

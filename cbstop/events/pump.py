@@ -21,7 +21,7 @@ from cbstop.idempotency.keys import now_micros
 from cbstop.observability.logging import log
 from cbstop.tasks import cancelled
 
-MIN_GAP = 0.005  # seconds between two runs, however often writes wake it
+MIN_GAP = 0.01  # seconds between two runs, however often writes wake it
 
 MICROS_PER_DAY = 86_400_000_000
 
@@ -84,6 +84,8 @@ class EventPump:
             return
         if progress.deliveries:
             self._on_deliveries()
+        if progress.contended:
+            self._poked.set()  # another process's run may have missed this one's events
 
     async def _purge(self) -> None:
         try:

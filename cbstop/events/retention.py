@@ -1,5 +1,7 @@
 """Events are kept `CBSTOP_EVENT_RETENTION_DAYS` (CONTRACT 3.4), then deleted in the
 background with the webhook deliveries made for them and the attempts older than they are.
+Events go oldest number first, which is oldest first to within the milliseconds a write
+takes to commit; one still unnumbered (no sequencer has run since it was written) waits.
 
 Deletes go in small batches, each its own unit of work, so no request waits long behind one
 (on SQLite a write may queue behind one batch's few milliseconds). A delivery still pending
@@ -27,9 +29,15 @@ DELETE FROM webhook_deliveries WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM webhook_deliveries WHERE created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))
 RETURNING 1
 """,
+    # The lowest numbers are the oldest events: read the batch of them, delete those past
+    # the cutoff (no index on the time: writes would maintain one for this alone). A batch
+    # that finds fewer than it read past the cutoff ends the purge.
     "events": """
 DELETE FROM events WHERE ctid = ANY(ARRAY(
-    SELECT ctid FROM events WHERE created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))
+    SELECT ctid FROM (
+        SELECT ctid, created_at FROM events WHERE seq IS NOT NULL ORDER BY seq LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ) oldest WHERE created_at < $1))
 RETURNING 1
 """,
 }
@@ -45,7 +53,10 @@ DELETE FROM webhook_deliveries WHERE rowid IN (
 RETURNING 1
 """,
     "events": """
-DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE created_at < $1 LIMIT $2)
+DELETE FROM events WHERE rowid IN (
+    SELECT rowid FROM (
+        SELECT rowid, created_at FROM events WHERE seq IS NOT NULL ORDER BY seq LIMIT $2
+    ) WHERE created_at < $1)
 RETURNING 1
 """,
 }

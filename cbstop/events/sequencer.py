@@ -31,7 +31,9 @@ from cbstop.db.database import Connection, Database
 # Events numbered, and fanned out, per unit of work.
 BATCH = 1000
 
-LOCK_POSTGRES = "SELECT last_seq, fanned_out FROM event_log WHERE id = 1 FOR UPDATE"
+# Another process's sequencer holding the lock is doing this work already: skip rather than
+# queue behind it (holding a connection), and look again shortly (`Progress.contended`).
+LOCK_POSTGRES = "SELECT last_seq, fanned_out FROM event_log WHERE id = 1 FOR UPDATE SKIP LOCKED"
 # SQLite: the write transaction already holds the database's one write lock.
 LOCK_SQLITE = "SELECT last_seq, fanned_out FROM event_log WHERE id = 1"
 
@@ -82,6 +84,9 @@ class Progress(NamedTuple):
     numbered: int
     fanned_out: int  # events
     deliveries: int
+    # Another sequencer held the lock: this one did nothing, and should look again soon (what
+    # the other numbers may have committed before this process's own event did).
+    contended: bool = False
 
 
 async def step(conn: Connection, now: int) -> Progress:
@@ -89,7 +94,8 @@ async def step(conn: Connection, now: int) -> Progress:
     one write unit of work (the caller's)."""
     postgres = conn.dialect == "postgresql"
     row = await conn.fetchrow(LOCK_POSTGRES if postgres else LOCK_SQLITE)
-    assert row is not None, "event_log has its one row from migration 0005"
+    if row is None:
+        return Progress(0, 0, 0, contended=True)
     last, fanned = int(row[0]), int(row[1])
     numbered = 0
     if postgres:
@@ -120,5 +126,5 @@ async def sequence(db: Database, now: int) -> Progress:
         numbered += done.numbered
         fanned += done.fanned_out
         deliveries += done.deliveries
-        if done.numbered < BATCH and done.fanned_out < BATCH:
-            return Progress(numbered, fanned, deliveries)
+        if done.contended or (done.numbered < BATCH and done.fanned_out < BATCH):
+            return Progress(numbered, fanned, deliveries, done.contended)

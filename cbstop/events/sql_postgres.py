@@ -6,7 +6,9 @@ force_generic_plan`), so each statement is shaped to plan well without its param
 
 - Only numbered events (`seq IS NOT NULL`) are ever read: the sequencer numbers an event
   after its write commits, and a page ordered by `seq` must not show one whose place in that
-  order is not settled yet.
+  order is not settled yet. A page says `seq IS NOT NULL` in so many words: the page indexes
+  hold numbered events only (partial, `cbstop/db/tables.py`), and a generic plan may use one
+  only where the statement implies its condition.
 - An event is looked up by id through a fence (`id >= $1 ORDER BY id LIMIT 1`), then tested
   for being that id, numbered and in scope: an id found in another tenant and an id found
   nowhere cost the same (one index descent, one heap fetch; for a group, the membership probe
@@ -114,14 +116,16 @@ PAGE: dict[ScopeKind, str] = {
     "organisation": f"""
 WITH {_cursor("organisation")}, page AS (
     SELECT {COLUMNS}, e.seq FROM events e
-    WHERE e.organisation_id >= $1 AND e.organisation_id <= $1 AND e.seq < (SELECT seq FROM bound)
+    WHERE e.organisation_id >= $1 AND e.organisation_id <= $1 AND e.seq IS NOT NULL
+      AND e.seq < (SELECT seq FROM bound)
       AND ($4::text IS NULL OR e.type = $4)
     ORDER BY e.organisation_id DESC, e.seq DESC LIMIT $2
 ){_ANSWER}""",
     "partner": f"""
 WITH {_cursor("partner")}, page AS (
     SELECT {COLUMNS}, e.seq FROM events e
-    WHERE e.partner_id >= $1 AND e.partner_id <= $1 AND e.seq < (SELECT seq FROM bound)
+    WHERE e.partner_id >= $1 AND e.partner_id <= $1 AND e.seq IS NOT NULL
+      AND e.seq < (SELECT seq FROM bound)
       AND ($4::text IS NULL OR e.type = $4)
     ORDER BY e.partner_id DESC, e.seq DESC LIMIT $2
 ){_ANSWER}""",
@@ -137,7 +141,8 @@ WITH {_cursor("group")}, picked AS (
     FROM partner_group_organisations g
     CROSS JOIN LATERAL (
         SELECT e.id, e.seq FROM events e
-        WHERE e.organisation_id = g.organisation_id AND e.seq < (SELECT seq FROM bound)
+        WHERE e.organisation_id = g.organisation_id AND e.seq IS NOT NULL
+          AND e.seq < (SELECT seq FROM bound)
           AND ($4::text IS NULL OR e.type = $4)
         ORDER BY e.organisation_id DESC, e.seq DESC LIMIT $2
     ) x
@@ -168,7 +173,8 @@ WITH {_cursor(kind)}, visible AS (
     SELECT EXISTS (SELECT 1 FROM integrations i WHERE i.id = $5 AND {in_scope}) AS yes
 ), page AS (
     SELECT {COLUMNS}, e.seq FROM events e
-    WHERE e.integration_id >= $5 AND e.integration_id <= $5 AND e.seq < (SELECT seq FROM bound)
+    WHERE e.integration_id >= $5 AND e.integration_id <= $5 AND e.seq IS NOT NULL
+      AND e.seq < (SELECT seq FROM bound)
       AND (SELECT yes FROM visible)
       AND ($4::text IS NULL OR e.type = $4)
     ORDER BY e.integration_id DESC, e.seq DESC LIMIT $2

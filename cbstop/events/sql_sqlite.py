@@ -3,8 +3,9 @@
 The same statements as on PostgreSQL (`sql_postgres.py` says what each answers), in SQLite's
 words: `$n` parameters are SQLite's `?n`. On SQLite a write numbers its own event in its
 transaction, so every stored event has its `seq`; the `seq IS NOT NULL` tests are kept so
-both dialects say the same thing. A page is a backward walk of the scope's page index from
-the cursor's `seq` (`EXPLAIN QUERY PLAN`: `SEARCH e USING INDEX ix_events_*_page
+both dialects say the same thing, and they name the page indexes' own condition (they hold
+numbered events only, `cbstop/db/tables.py`). A page is a backward walk of the scope's
+page index from the cursor's `seq` (`EXPLAIN QUERY PLAN`: `SEARCH e USING INDEX ix_events_*_page
 (organisation_id=? AND seq<?)`; the final `ORDER BY` sorts only the page). A group's page
 walks every event newest first (the unique index on `seq`), keeping those of its
 organisations: SQLite has no LATERAL for PostgreSQL's merge, and serves one process's worth
@@ -74,7 +75,8 @@ def _page(kind: ScopeKind) -> str:
     return f"""
 WITH {_bound(kind)}, page AS (
     SELECT {COLUMNS}, e.seq FROM events e
-    WHERE {where} AND e.seq < (SELECT seq FROM bound)
+    WHERE {where} AND e.seq IS NOT NULL
+      AND e.seq < (SELECT seq FROM bound)
       AND ($4 IS NULL OR e.type = $4)
     ORDER BY e.seq DESC LIMIT $2
 ){_ANSWER}"""
@@ -88,7 +90,8 @@ def _integration_page(kind: ScopeKind) -> str:
     return f"""
 WITH {_bound(kind)}, page AS (
     SELECT {COLUMNS}, e.seq FROM events e
-    WHERE e.integration_id = $5 AND e.seq < (SELECT seq FROM bound)
+    WHERE e.integration_id = $5 AND e.seq IS NOT NULL
+      AND e.seq < (SELECT seq FROM bound)
       AND EXISTS (SELECT 1 FROM integrations i WHERE i.id = $5 AND {_in_scope(kind, "$1", "i")})
       AND ($4 IS NULL OR e.type = $4)
     ORDER BY e.seq DESC LIMIT $2

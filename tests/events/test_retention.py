@@ -9,7 +9,7 @@ import time
 from cbstop.db.database import open_database
 from cbstop.events.retention import BATCH, purge
 from cbstop.world.loader import load_world
-from tests.events.test_sequencer import add_endpoint, insert_event
+from tests.events.test_sequencer import add_endpoint, insert_event, run_sequencer
 from tests.integrations.helpers import auth, create_body, world
 from tests.support import TEST_KEY_SECRET, api_client, make_settings, query, snapshot
 
@@ -66,12 +66,13 @@ def run_purge(database_url: str, cutoff: int) -> dict[str, int]:
 
 def test_purge_deletes_what_is_older_than_the_cutoff_and_nothing_else(database_url: str) -> None:
     load_world(database_url, world("matrix"), key_secret=TEST_KEY_SECRET)
-    add_endpoint(database_url, "we_a1", {"organisation_id": "org_a1"})
     old = NOW - 31 * DAY
     for n in range(BATCH + 3):  # more than one batch
         insert_event(database_url, f"evt_old_{n:04d}", "org_a1", created_at=old + n)
-    insert_event(database_url, "evt_new", "org_a1", created_at=NOW)
     insert_event(database_url, "evt_edge", "org_a1", created_at=NOW - 30 * DAY)
+    insert_event(database_url, "evt_new", "org_a1", created_at=NOW)
+    run_sequencer(database_url)  # PostgreSQL: numbered, as the service numbers every event
+    add_endpoint(database_url, "we_a1", {"organisation_id": "org_a1"})
     add_delivery(database_url, "evt_old_0000", old + 10, attempts=2)
     add_delivery(database_url, "evt_new", NOW, attempts=1)
     kept = snapshot(database_url)

@@ -18,6 +18,11 @@ down_revision = "0004"
 branch_labels = None
 depends_on = None
 
+# Events are inserted unnumbered on PostgreSQL: only the pending index holds them until the
+# sequencer numbers them (cbstop/db/tables.py).
+NUMBERED = sa.text("seq IS NOT NULL")
+PENDING = sa.text("seq IS NULL")
+
 
 def upgrade() -> None:
     op.create_table(
@@ -34,7 +39,6 @@ def upgrade() -> None:
         sa.Column("idempotency_key", sa.Text(), nullable=True),
         sa.Column("actor_type", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_events"),
-        sa.UniqueConstraint("seq", name="uq_events_seq"),
         sa.CheckConstraint(
             "type IN ('integration.created', 'integration.updated')", name="ck_events_type"
         ),
@@ -42,10 +46,18 @@ def upgrade() -> None:
             "actor_type IN ('organisation', 'partner')", name="ck_events_actor_type"
         ),
     )
-    op.create_index("ix_events_organisation_page", "events", ["organisation_id", "seq"])
-    op.create_index("ix_events_partner_page", "events", ["partner_id", "seq"])
-    op.create_index("ix_events_integration_page", "events", ["integration_id", "seq"])
-    op.create_index("ix_events_created_at", "events", ["created_at"])
+    numbered = {"postgresql_where": NUMBERED, "sqlite_where": NUMBERED}
+    op.create_index("uq_events_seq", "events", ["seq"], unique=True, **numbered)
+    op.create_index(
+        "ix_events_pending",
+        "events",
+        ["created_at", "id"],
+        postgresql_where=PENDING,
+        sqlite_where=PENDING,
+    )
+    op.create_index("ix_events_organisation_page", "events", ["organisation_id", "seq"], **numbered)
+    op.create_index("ix_events_partner_page", "events", ["partner_id", "seq"], **numbered)
+    op.create_index("ix_events_integration_page", "events", ["integration_id", "seq"], **numbered)
     event_log = op.create_table(
         "event_log",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -136,8 +148,9 @@ def downgrade() -> None:
     op.drop_table("webhook_deliveries")
     op.drop_table("webhook_endpoints")
     op.drop_table("event_log")
-    op.drop_index("ix_events_created_at", table_name="events")
     op.drop_index("ix_events_integration_page", table_name="events")
     op.drop_index("ix_events_partner_page", table_name="events")
     op.drop_index("ix_events_organisation_page", table_name="events")
+    op.drop_index("ix_events_pending", table_name="events")
+    op.drop_index("uq_events_seq", table_name="events")
     op.drop_table("events")
