@@ -47,12 +47,28 @@ CBSTOP_SCENARIOS = (
     "patch",
     "patch_if_match",
     "mix",
+    "events_page",
+    "events_page_admin",
 )
 PEER_SCENARIOS = ("get_one", "list_org", "list_admin", "list_desk", "list_deep")
-SQLITE_SCENARIOS = ("get_one", "list_org", "list_admin", "create")
+SQLITE_SCENARIOS = (
+    "get_one",
+    "list_org",
+    "list_admin",
+    "create",
+    "events_page",
+    "events_page_admin",
+)
 # Issue 10's safe writes (CONTRACT 3.1, 3.2). A baseline build from before them cannot answer
 # as these checks want; on a baseline server such a job is dropped (logged), not fatal.
 SAFE_WRITE_SCENARIOS = ("post_keyed", "post_replay", "patch_if_match")
+# Issue 13's audit trail (CONTRACT 3.4): a page of `GET /v1/events`, newest first, over the
+# events bench/events.py wrote after the load; dropped like the safe writes on a baseline
+# build from before it.
+EVENTS = "/v1/events?limit=20"
+EVENT_SCENARIOS = ("events_page", "events_page_admin")
+# What a baseline build may be too old to serve.
+NEWER_SCENARIOS = SAFE_WRITE_SCENARIOS + EVENT_SCENARIOS
 # How many stored answers post_replay sends again in turn.
 REPLAYS = 200
 REPLAYED = "idempotent-replayed"
@@ -229,6 +245,13 @@ def build_jobs(
             paths = write_lines(work / f"{name}.txt", [path])
             return Job(
                 server, kind, name, "paths.lua", [key, paths], Probe("GET", path, key, None, 200)
+            )
+        if name in EVENT_SCENARIOS:
+            key = world.org_key if name == "events_page" else world.admin_key
+            paths = write_lines(work / f"{name}.txt", [EVENTS])
+            probe = Probe("GET", EVENTS, key, None, 200)
+            return Job(
+                server, kind, name, "paths.lua", [key, paths], probe, check=events_page_checker()
             )
         if name == "create":
             probe = Probe("POST", "/v1/integrations", world.org_key, create_body, 201)
@@ -423,6 +446,29 @@ def limits_checker(
     return check
 
 
+def events_page_checker() -> Callable[[httpx.Client, Job, WrkResult | None], None]:
+    """That an events scenario pages over events (once, before the runs): a full page of
+    `limit` events, newest first, with more behind it. An empty page would be measured as
+    fast as a page can be, and prove nothing."""
+
+    def check(client: httpx.Client, job: Job, result: WrkResult | None) -> None:
+        if result is not None:
+            return
+        said = f"{job.server_kind} {job.scenario}: GET {EVENTS}"
+        page = client.get(job.server.url + EVENTS, headers=job.probe_headers).json()
+        items = page.get("items", [])
+        if len(items) != 20 or page.get("has_more") is not True:
+            raise BenchError(
+                f"{said}: {len(items)} events, has_more {page.get('has_more')!r}; expected a "
+                "full page with more (were the events generated? bench/events.py)"
+            )
+        times = [item["created_at"] for item in items]
+        if times != sorted(times, reverse=True):
+            raise BenchError(f"{said}: not newest first: {times}")
+
+    return check
+
+
 def scope_count(job: Job) -> int | None:
     """The `count` that must not change across a run of `job` (None: the job may write)."""
     if job.unchanged_count is None:
@@ -444,8 +490,8 @@ def client_for_checks() -> httpx.Client:
 def probe(jobs: list[Job]) -> list[Job]:
     """Every scenario's checks once, so a broken set-up fails loudly, not slowly: the jobs to run.
 
-    A baseline build's safe-write scenario that fails its checks is dropped (it predates
-    them); any other failure is fatal.
+    A baseline build's safe-write or events scenario that fails its checks is dropped (it
+    predates them); any other failure is fatal.
     """
     kept: list[Job] = []
     with client_for_checks() as client:
@@ -458,7 +504,7 @@ def probe(jobs: list[Job]) -> list[Job]:
                 if job.check is not None:
                     job.check(client, job, None)
             except BenchError as exc:
-                if job.server_kind in BASELINES and job.scenario in SAFE_WRITE_SCENARIOS:
+                if job.server_kind in BASELINES and job.scenario in NEWER_SCENARIOS:
                     log(f"dropped, the baseline build cannot run it: {exc}")
                     continue
                 raise

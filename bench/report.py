@@ -57,6 +57,8 @@ SCENARIO_LABELS = {
     "patch": "PATCH rename",
     "patch_if_match": "PATCH rename, If-Match",
     "mix": "mix 75% get / 15% patch / 5% list / 5% create",
+    "events_page": "events page limit=20 (org key)",
+    "events_page_admin": "events page limit=20 (partner admin)",
     "hello": "fixed JSON body",
 }
 
@@ -172,7 +174,10 @@ def _ratio(
     value = round(a / b, 3) if a is not None and b else None
     label = "{1} {2} @{0}"
     rounds: tuple[float, ...] = ()
-    if num[0] == den[0] and num[1] == den[1] and SCENARIO_TWINS.get(num[2]) == den[2]:
+    twins = num[1] == den[1] and SCENARIO_TWINS.get(num[2]) == den[2]
+    # A build and the baseline build beside it also run a scenario back to back every round.
+    builds = num[2] == den[2] and BASELINE_OF.get(num[1]) == den[1]
+    if num[0] == den[0] and (twins or builds):
         top, bottom = table.by_key.get(num), table.by_key.get(den)
         if top is not None and bottom is not None:
             pairs = zip(top.repeats, bottom.repeats, strict=False)
@@ -200,6 +205,12 @@ TARGET_IF_MATCH_VS_PATCH = 0.95
 # Issue 12: what rate limits may cost GET one when the quota is never reached.
 TARGET_LIMITS_VS_GET = 0.9
 TARGET_REDIS_VS_GET = 0.8
+# Issue 13: a page of events against GET one; POST and PATCH, which now record an event each,
+# against the same scenarios of the build before the issue (`--baseline`), in the same run.
+TARGET_EVENTS_VS_GET = 0.5
+TARGET_WRITE_VS_BASELINE = 0.85
+# The baseline server beside each current-build server (same database kind).
+BASELINE_OF = {CBSTOP: BASELINE, CBSTOP_SQLITE: BASELINE_SQLITE}
 # Scenario -> the scenario of the same server it is measured against; the two run back to back
 # in every round, who goes first alternating (bench/compare.py: paired_units).
 SCENARIO_TWINS = {
@@ -208,6 +219,8 @@ SCENARIO_TWINS = {
     "patch_if_match": "patch",
     GET_LIMITS: "get_one",
     GET_REDIS: "get_one",
+    "events_page": "get_one",
+    "events_page_admin": "get_one",
 }
 
 
@@ -245,7 +258,19 @@ def compute_ratios(measurements: list[Measurement]) -> list[Ratio]:
                        (n, server, GET_LIMITS), one, TARGET_LIMITS_VS_GET),
                 _ratio(table, f"GET one limits in Redis / limits off{where} @{s}",
                        (n, server, GET_REDIS), one, TARGET_REDIS_VS_GET),
+                _ratio(table, f"events page / GET one{where} @{s}",
+                       (n, server, "events_page"), one, TARGET_EVENTS_VS_GET),
+                _ratio(table, f"events page admin / GET one{where} @{s}",
+                       (n, server, "events_page_admin"), one, TARGET_EVENTS_VS_GET),
             ]  # fmt: skip
+            base = BASELINE_OF[server]
+            for scenario, what in (("create", "POST"), ("patch", "PATCH")):
+                if table.rps(n, base, scenario) is None:
+                    continue
+                out.append(
+                    _ratio(table, f"{what} / {what} of the baseline build{where} @{s}",
+                           (n, server, scenario), (n, base, scenario), TARGET_WRITE_VS_BASELINE)
+                )  # fmt: skip
         for server in (CBSTOP, CBSTOP_SQLITE):
             for scenario in table.scenarios(n, server):
                 if table.rps(n, PEER, scenario) is None:
@@ -352,13 +377,55 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {size_label(row['size'])} | {SERVER_LABELS.get(row['server'], row['server'])} "
             f"| {len(row['workers_bytes'])} | {each} |"
         )
+    if results.get("webhooks"):
+        lines += _webhook_lines(results["webhooks"])
     if results.get("loads"):
         lines += ["", "## Loading", "", "| world | database | `cbstop load` s |", "|---:|---|---:|"]
         for row in results["loads"]:
             lines.append(
                 f"| {size_label(row['size'])} | {row['database']} | {row['seconds']:.1f} |"
             )
+    if results.get("events"):
+        lines += [
+            "",
+            "## Events generated after the load",
+            "",
+            "| world | database | events | s |",
+            "|---:|---|---:|---:|",
+        ]
+        for row in results["events"]:
+            lines.append(
+                f"| {size_label(row['size'])} | {row['database']} | {row['events']:,} "
+                f"| {row['seconds']:.1f} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def _webhook_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Issue 13's delivery measurement (bench/webhooks.py): reported, no target."""
+    lines = [
+        "",
+        "## Webhook delivery (reported, no target)",
+        "",
+        "Creates by wrk for one run's duration, each event POSTed by the server to a receiver "
+        "in the harness; lag: the event's `created_at` to its arrival.",
+        "",
+        "| world | server | creates/s | events | delivered | events/s delivered "
+        "| lag p50 ms | lag p99 ms | lag max ms | duplicates | missing | bad signatures "
+        "| earlier events (left out) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        bad = row.get("bad_signatures")
+        lines.append(
+            f"| {size_label(row['size'])} | {SERVER_LABELS.get(row['server'], row['server'])} "
+            f"| {_fmt(row.get('writes_per_s'), 0)} | {row['expected']:,} | {row['delivered']:,} "
+            f"| {_fmt(row.get('delivered_per_s'), 0)} | {_fmt(row.get('lag_p50_ms'))} "
+            f"| {_fmt(row.get('lag_p99_ms'))} | {_fmt(row.get('lag_max_ms'))} "
+            f"| {row['duplicates']} | {row['missing']} | {'—' if bad is None else bad} "
+            f"| {row.get('earlier', 0)} |"
+        )
+    return lines
 
 
 def _build(who: dict[str, Any]) -> str:

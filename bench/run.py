@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from bench import compare, report
+from bench.events import generate_events
 from bench.jobs import (
     AUTH_FAILURES,
     LIMITED,
@@ -76,7 +77,8 @@ from bench.report import (
     PEER,
     Measurement,
 )
-from bench.worlds import cached_world
+from bench.webhooks import measure_delivery
+from bench.worlds import BenchWorld, cached_world
 from bench.wrk import WrkResult, run_wrk
 
 RESULTS = REPO / "bench" / "results"
@@ -136,6 +138,15 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help="a setting for every server (repeatable), e.g. CBSTOP_IDEMPOTENCY_CACHE_SIZE=0 "
         "to replay keys from the database only",
     )
+    p.add_argument(
+        "--events",
+        type=parse_size,
+        default=None,
+        help="events generated in each database after the load (default: one per integration)",
+    )
+    p.add_argument(
+        "--no-webhooks", action="store_true", help="skip the webhook delivery measurement"
+    )
     args = p.parse_args(argv)
     for setting in args.setting:
         name, sep, value = setting.partition("=")
@@ -193,6 +204,7 @@ def _meta(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         "settings": dict(SETTINGS),
         "limits_on": {"CBSTOP_RATE_LIMIT": QUOTA, "CBSTOP_AUTH_FAILURE_LIMIT": AUTH_FAILURES},
         "deep_offset": args.deep_offset,
+        "events": args.events,
     }
 
 
@@ -345,6 +357,53 @@ def _drive(job: Job, wrk: str, args: argparse.Namespace, seconds: int) -> WrkRes
     return result
 
 
+# The webhook delivery measurement, as --scenarios names it.
+WEBHOOKS = "webhook_delivery"
+
+
+def _events(
+    url: str, size: int, database: str, args: argparse.Namespace, out: dict[str, Any]
+) -> None:
+    """Generate the world's events in `url` (bench/events.py), timed and reported."""
+    started = time.perf_counter()
+    n = generate_events(url, args.events)
+    took = time.perf_counter() - started
+    log(f"world {size}: {n} events generated in {database} in {took:.1f}s")
+    out["events"].append({"size": size, "database": database, "events": n, "seconds": took})
+
+
+def _deliveries(
+    server: Server,
+    kind: str,
+    database_url: str,
+    size: int,
+    world: BenchWorld,
+    wrk: str,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """One webhook delivery run on `server` (bench/webhooks.py): the report's row."""
+
+    def create() -> WrkResult:
+        merchants = ",".join(world.org_key_merchants)
+        return run_wrk(
+            wrk,
+            server.url,
+            "post.lua",
+            [world.org_key, world.org_key_organisation, merchants],
+            duration=args.duration,
+            connections=args.connections,
+            threads=args.threads,
+        )
+
+    row = measure_delivery(server.url, database_url, world, create)
+    log(
+        f"world {size}: {kind} webhook delivery: {row['delivered']}/{row['expected']} events, "
+        f"{row['delivered_per_s']} events/s, lag p50 {row['lag_p50_ms']} ms "
+        f"p99 {row['lag_p99_ms']} ms"
+    )
+    return {"size": size, "server": kind, **row}
+
+
 def run_size(
     size: int, args: argparse.Namespace, wrk: str, peer_path: str | None, out: dict[str, Any]
 ) -> None:
@@ -368,14 +427,16 @@ def run_size(
         took = cbstop(["load", str(world_file), "--database-url", url], env)
         log(f"world {size}: loaded into PostgreSQL in {took:.1f}s")
         out["loads"].append({"size": size, "database": "postgresql", "seconds": took})
+        _events(url, size, "postgresql", args, out)
         vacuum_analyze(url)
         with_sqlite = size in args.sqlite_sizes
+        sqlite_url = f"sqlite:///{work / 'bench.db'}"
         if with_sqlite:
-            sqlite_url = f"sqlite:///{work / 'bench.db'}"
             cbstop(["migrate", "--database-url", sqlite_url], env)
             took = cbstop(["load", str(world_file), "--database-url", sqlite_url], env)
             log(f"world {size}: loaded into SQLite in {took:.1f}s")
             out["loads"].append({"size": size, "database": "sqlite", "seconds": took})
+            _events(sqlite_url, size, "sqlite", args, out)
 
         # The baseline build migrates and loads its own copy of the world: its migrations
         # may be older than this build's, and a server refuses a database migrated past the
@@ -391,6 +452,8 @@ def run_size(
             for _, target in targets:
                 for step in (["migrate"], ["load", str(world_file)]):
                     cbstop([*step, "--database-url", target], base_env, args.baseline_command, work)
+                # The same events, where its schema has them (an A/A run; none before issue 13).
+                generate_events(target, args.events)
             vacuum_analyze(baseline_urls[url])
             log(f"world {size}: loaded the baseline's own copy")
 
@@ -473,6 +536,13 @@ def run_size(
         out["measurements"] += [job.measurement for job in jobs]
         for kind, server in servers.items():
             out["rss"].append({"size": size, "server": kind, "workers_bytes": server.worker_rss()})
+        # Last, so its deliveries disturb no round: webhook delivery on each database.
+        if not args.no_webhooks and (args.only is None or WEBHOOKS in args.only):
+            for kind, database_url in ((CBSTOP, url), (CBSTOP_SQLITE, sqlite_url)):
+                if kind in servers:
+                    out["webhooks"].append(
+                        _deliveries(servers[kind], kind, database_url, size, world, wrk, args)
+                    )
     finally:
         started = time.monotonic()
         for server in servers.values():
@@ -510,7 +580,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wrk = ensure_wrk()
         peer_path = None if args.no_refs else ensure_peer_path()
-        out: dict[str, Any] = {"measurements": [], "rss": [], "loads": []}
+        out: dict[str, Any] = {
+            "measurements": [],
+            "rss": [],
+            "loads": [],
+            "events": [],
+            "webhooks": [],
+        }
         meta = _meta(args, stamp)
         builds = _builds(args) if args.baseline_command else None
         for size in args.sizes:
@@ -526,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": [r.to_json() for r in report.compute_ratios(measurements)],
         "rss": out["rss"],
         "loads": out["loads"],
+        "events": out["events"],
+        "webhooks": out["webhooks"],
     }
     if builds is not None:
         rows = compare.compare(measurements)
