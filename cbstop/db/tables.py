@@ -325,6 +325,9 @@ webhook_endpoints = Table(
         "(organisation_id IS NULL) <> (partner_group_id IS NULL)", name="exactly_one_owner"
     ),
     CheckConstraint("status IN ('enabled', 'disabled')", name="status"),
+    # The fan-out finds an event's endpoints by owner (events/sequencer.py).
+    Index(None, "organisation_id"),
+    Index(None, "partner_group_id"),
 )
 
 # One event to one endpoint: made by the fan-out, then attempted until delivered, given up

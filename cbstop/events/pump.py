@@ -18,7 +18,7 @@ from cbstop.errors import ServiceUnavailable
 from cbstop.events import retention
 from cbstop.events.sequencer import sequence
 from cbstop.idempotency.keys import now_micros
-from cbstop.observability.logging import log
+from cbstop.observability.logging import Throttle, log
 from cbstop.tasks import cancelled
 
 MIN_GAP = 0.01  # seconds between two runs, however often writes wake it
@@ -47,6 +47,7 @@ class EventPump:
         self._on_deliveries = on_deliveries
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._trouble = Throttle(10.0)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="cbstop-events")
@@ -77,8 +78,10 @@ class EventPump:
     async def _sequence(self) -> None:
         try:
             progress = await sequence(self._db, now_micros())
-        except ServiceUnavailable:
-            return  # the database's trouble is logged by the requests that meet it
+        except ServiceUnavailable as exc:
+            # Said here, not left to requests: a statement timeout may be the pump's alone.
+            self._warn("numbering events", exc)
+            return
         except Exception:
             log.exception("numbering events failed")
             return
@@ -87,10 +90,24 @@ class EventPump:
         if progress.contended:
             self._poked.set()  # another process's run may have missed this one's events
 
+    def _warn(self, doing: str, exc: Exception) -> None:
+        more = self._trouble.due()
+        if more is None:
+            return
+        cause = exc.__cause__ or exc
+        log.warning(
+            "database unavailable while %s: %s: %s%s",
+            doing,
+            type(cause).__name__,
+            cause,
+            f" (and {more} more times since the last such line)" if more else "",
+        )
+
     async def _purge(self) -> None:
         try:
             gone = await retention.purge(self._db, now_micros() - self._retention)
-        except ServiceUnavailable:
+        except ServiceUnavailable as exc:
+            self._warn("purging events", exc)
             return
         except Exception:
             log.exception("purging events past the retention failed")

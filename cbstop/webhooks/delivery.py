@@ -53,6 +53,12 @@ MICROS = 1_000_000
 # The claimed delivery, its endpoint (NULL if removed) and its event (NULL if purged), as
 # `Claim.of` reads them: endpoint_id, event_id, attempts, url, secret, status, then COLUMNS.
 
+# $1 now: whether any delivery is due.
+DUE = """
+SELECT EXISTS (
+    SELECT 1 FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1)
+"""
+
 # $1 now, $2 how many, $3 the lease's end.
 CLAIM_POSTGRES = f"""
 WITH due AS (
@@ -127,6 +133,11 @@ CANCEL_ENDPOINT = """
 UPDATE webhook_deliveries SET state = 'cancelled', next_attempt_at = NULL
 WHERE endpoint_id = $1 AND state = 'pending'
 """
+
+# PostgreSQL: the endpoint's row, held against `webhooks remove` until the attempt is recorded
+# (remove locks it for update first: one of the two waits for the other, and an attempt never
+# meets the foreign key of an endpoint deleted under it). SQLite has one writer at a time.
+HOLD_ENDPOINT_POSTGRES = "SELECT 1 FROM webhook_endpoints WHERE id = $1 FOR KEY SHARE"
 
 # Every attempt made, whatever became of the delivery meanwhile (the endpoint may have been
 # removed: then there is nothing to record it against). $1 endpoint, $2 event, $3 attempt,
@@ -267,6 +278,12 @@ class Deliverer:
             return  # an attempt ending pokes the loop
         now = now_micros()
         try:
+            # A read first: an idle process takes no write lock (on SQLite, the file's) at
+            # every poll.
+            async with self._db.connection() as conn:
+                if not await conn.fetchval(DUE, now):
+                    self._saturated = False
+                    return
             async with self._db.single_statement_write() as conn:
                 claims = await claim(conn, now, free, now + self._lease)
         except ServiceUnavailable as exc:
@@ -340,6 +357,10 @@ class Deliverer:
         now = now_micros()
         guard = (one.endpoint_id, one.event_id, one.attempt)
         async with self._db.transaction(write=True) as conn:
+            if conn.dialect == "postgresql" and (
+                await conn.fetchrow(HOLD_ENDPOINT_POSTGRES, one.endpoint_id) is None
+            ):
+                return  # removed meanwhile, with its deliveries: nothing to record against
             await conn.execute(
                 RECORD,
                 *guard,

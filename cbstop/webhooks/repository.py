@@ -82,12 +82,16 @@ async def list_endpoints(conn: Connection) -> list[StoredEndpoint]:
 # taking it first means no delivery for the endpoint can be added between the deletes below,
 # which would otherwise make the endpoint's DELETE fail on the delivery's foreign key.
 LOCK_FAN_OUT_POSTGRES = "SELECT 1 FROM event_log WHERE id = 1 FOR UPDATE"
+LOCK_ENDPOINT_POSTGRES = "SELECT 1 FROM webhook_endpoints WHERE id = $1 FOR UPDATE"
 
 
 async def delete_endpoint(conn: Connection, endpoint_id: str) -> bool:
     """Delete the endpoint, its deliveries and their attempts; False if it does not exist."""
     if conn.dialect == "postgresql":
         await conn.execute(LOCK_FAN_OUT_POSTGRES)
+        # And the endpoint's row: an attempt being recorded for it (delivery.py locks the
+        # row to share before its insert) finishes first, or waits and finds it gone.
+        await conn.execute(LOCK_ENDPOINT_POSTGRES, endpoint_id)
     # Attempts and deliveries refer to the endpoint: they go first.
     await conn.execute("DELETE FROM webhook_attempts WHERE endpoint_id = $1", endpoint_id)
     await conn.execute("DELETE FROM webhook_deliveries WHERE endpoint_id = $1", endpoint_id)

@@ -46,8 +46,14 @@ def upgrade() -> None:
             "actor_type IN ('organisation', 'partner')", name="ck_events_actor_type"
         ),
     )
-    numbered = {"postgresql_where": NUMBERED, "sqlite_where": NUMBERED}
-    op.create_index("uq_events_seq", "events", ["seq"], unique=True, **numbered)
+    op.create_index(
+        "uq_events_seq",
+        "events",
+        ["seq"],
+        unique=True,
+        postgresql_where=NUMBERED,
+        sqlite_where=NUMBERED,
+    )
     op.create_index(
         "ix_events_pending",
         "events",
@@ -55,9 +61,18 @@ def upgrade() -> None:
         postgresql_where=PENDING,
         sqlite_where=PENDING,
     )
-    op.create_index("ix_events_organisation_page", "events", ["organisation_id", "seq"], **numbered)
-    op.create_index("ix_events_partner_page", "events", ["partner_id", "seq"], **numbered)
-    op.create_index("ix_events_integration_page", "events", ["integration_id", "seq"], **numbered)
+    for name, column in (
+        ("organisation", "organisation_id"),
+        ("partner", "partner_id"),
+        ("integration", "integration_id"),
+    ):
+        op.create_index(
+            f"ix_events_{name}_page",
+            "events",
+            [column, "seq"],
+            postgresql_where=NUMBERED,
+            sqlite_where=NUMBERED,
+        )
     event_log = op.create_table(
         "event_log",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -94,6 +109,12 @@ def upgrade() -> None:
             name="ck_webhook_endpoints_exactly_one_owner",
         ),
         sa.CheckConstraint("status IN ('enabled', 'disabled')", name="ck_webhook_endpoints_status"),
+    )
+    op.create_index(
+        "ix_webhook_endpoints_organisation_id", "webhook_endpoints", ["organisation_id"]
+    )
+    op.create_index(
+        "ix_webhook_endpoints_partner_group_id", "webhook_endpoints", ["partner_group_id"]
     )
     op.create_table(
         "webhook_deliveries",
@@ -146,6 +167,8 @@ def downgrade() -> None:
     op.drop_index("ix_webhook_deliveries_created_at", table_name="webhook_deliveries")
     op.drop_index("ix_webhook_deliveries_due", table_name="webhook_deliveries")
     op.drop_table("webhook_deliveries")
+    op.drop_index("ix_webhook_endpoints_partner_group_id", table_name="webhook_endpoints")
+    op.drop_index("ix_webhook_endpoints_organisation_id", table_name="webhook_endpoints")
     op.drop_table("webhook_endpoints")
     op.drop_table("event_log")
     op.drop_index("ix_events_integration_page", table_name="events")
