@@ -6,7 +6,7 @@ import os
 import shutil
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -162,6 +162,25 @@ def query(database_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
             conn.close()
     with psycopg.connect(database_url) as pg:
         return [tuple(r) for r in pg.execute(sql.replace("?", "%s"), params).fetchall()]
+
+
+def execute(database_url: str, sql: str, *params: Any) -> None:
+    """Run one write with `?` parameters on either database, committed."""
+    execute_many(database_url, sql, [params])
+
+
+def execute_many(database_url: str, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Run one write statement (`?` parameters) once per row on either database, committed."""
+    if database_url.startswith("sqlite:///"):
+        conn = sqlite3.connect(database_url[len("sqlite:///") :])
+        try:
+            conn.executemany(sql, rows)
+            conn.commit()
+        finally:
+            conn.close()
+        return
+    with psycopg.connect(database_url) as pg, pg.cursor() as cur:
+        cur.executemany(sql.replace("?", "%s"), rows)
 
 
 @contextmanager

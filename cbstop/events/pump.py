@@ -80,7 +80,7 @@ class EventPump:
             progress = await sequence(self._db, now_micros())
         except ServiceUnavailable as exc:
             # Said here, not left to requests: a statement timeout may be the pump's alone.
-            self._warn("numbering events", exc)
+            self._trouble.warn("numbering events", exc)
             return
         except Exception:
             log.exception("numbering events failed")
@@ -90,24 +90,11 @@ class EventPump:
         if progress.contended:
             self._poked.set()  # another process's run may have missed this one's events
 
-    def _warn(self, doing: str, exc: Exception) -> None:
-        more = self._trouble.due()
-        if more is None:
-            return
-        cause = exc.__cause__ or exc
-        log.warning(
-            "database unavailable while %s: %s: %s%s",
-            doing,
-            type(cause).__name__,
-            cause,
-            f" (and {more} more times since the last such line)" if more else "",
-        )
-
     async def _purge(self) -> None:
         try:
             gone = await retention.purge(self._db, now_micros() - self._retention)
         except ServiceUnavailable as exc:
-            self._warn("purging events", exc)
+            self._trouble.warn("purging events", exc)
             return
         except Exception:
             log.exception("purging events past the retention failed")

@@ -143,3 +143,18 @@ class Throttle:
         self._last = now
         skipped, self._unwritten = self._unwritten, 0
         return skipped
+
+    def warn(self, doing: str, exc: Exception) -> None:
+        """A background task met the database failing while `doing`: one warning line with
+        the cause, unless one was written less than `interval` ago."""
+        more = self.due()
+        if more is None:
+            return
+        cause = exc.__cause__ or exc
+        log.warning(
+            "database unavailable while %s: %s: %s%s",
+            doing,
+            type(cause).__name__,
+            cause,
+            f" (and {more} more times since the last such line)" if more else "",
+        )

@@ -287,7 +287,7 @@ class Deliverer:
             async with self._db.single_statement_write() as conn:
                 claims = await claim(conn, now, free, now + self._lease)
         except ServiceUnavailable as exc:
-            self._warn("claiming webhook deliveries", exc)
+            self._trouble.warn("claiming webhook deliveries", exc)
             return
         except Exception:
             log.exception("claiming webhook deliveries failed")
@@ -316,7 +316,7 @@ class Deliverer:
             await self._record(one, outcome, started, duration)
         except ServiceUnavailable as exc:
             # The lease ends and the delivery is attempted again: at least once.
-            self._warn("recording a webhook attempt", exc)
+            self._trouble.warn("recording a webhook attempt", exc)
         except Exception:
             log.exception("webhook delivery %s -> %s failed", one.event_id, one.endpoint_id)
 
@@ -392,19 +392,6 @@ class Deliverer:
     async def _write(self, sql: str, *args: object) -> None:
         async with self._db.single_statement_write() as conn:
             await conn.execute(sql, *args)
-
-    def _warn(self, doing: str, exc: Exception) -> None:
-        more = self._trouble.due()
-        if more is None:
-            return
-        cause = exc.__cause__ or exc
-        log.warning(
-            "database unavailable while %s: %s: %s%s",
-            doing,
-            type(cause).__name__,
-            cause,
-            f" (and {more} more times since the last such line)" if more else "",
-        )
 
 
 def _error_text(exc: httpx.HTTPError) -> str:

@@ -195,7 +195,11 @@ def test_the_link_keeps_the_filters_percent_encoded(client: TestClient) -> None:
         )
         assert answer.status_code == 200
     wait_for_events(client, ORG_A1, 5)
-    params = {"type": "integration.updated", "integration_id": first, "limit": 1}
+    params: dict[str, str | int] = {
+        "type": "integration.updated",
+        "integration_id": first,
+        "limit": 1,
+    }
     answer = client.get(EVENTS, headers=ORG_A1, params=params)
     assert answer.json()["has_more"] is True
     found = LINK.match(answer.headers["link"])

@@ -11,7 +11,15 @@ from cbstop.events.retention import BATCH, purge
 from cbstop.world.loader import load_world
 from tests.events.test_sequencer import add_endpoint, insert_event, run_sequencer
 from tests.integrations.helpers import auth, create_body, world
-from tests.support import TEST_KEY_SECRET, api_client, make_settings, query, snapshot
+from tests.support import (
+    TEST_KEY_SECRET,
+    api_client,
+    execute,
+    execute_many,
+    make_settings,
+    query,
+    snapshot,
+)
 
 DAY = 86_400_000_000
 NOW = time.time_ns() // 1000
@@ -19,38 +27,21 @@ NOW = time.time_ns() // 1000
 
 def add_delivery(database_url: str, event_id: str, created_at: int, *, attempts: int) -> None:
     """A delivery of `event_id` to we_a1 with `attempts` recorded attempts."""
-    rows = [
-        (
-            "INSERT INTO webhook_deliveries (endpoint_id, event_id, created_at, state, attempts, "
-            "next_attempt_at) VALUES (?, ?, ?, 'delivered', ?, NULL)",
-            ("we_a1", event_id, created_at, attempts),
-        )
-    ] + [
-        (
-            "INSERT INTO webhook_attempts (endpoint_id, event_id, attempt, started_at, "
-            "duration_us, status_code, error, worker) VALUES (?, ?, ?, ?, 1000, 200, NULL, 'w')",
-            ("we_a1", event_id, n, created_at + n),
-        )
-        for n in range(1, attempts + 1)
-    ]
-    execute(database_url, rows)
-
-
-def execute(database_url: str, statements: list[tuple[str, tuple[object, ...]]]) -> None:
-    if database_url.startswith("sqlite:///"):
-        import sqlite3
-
-        conn = sqlite3.connect(database_url[len("sqlite:///") :])
-        with conn:
-            for sql, params in statements:
-                conn.execute(sql, params)
-        conn.close()
-        return
-    import psycopg
-
-    with psycopg.connect(database_url) as pg:
-        for sql, params in statements:
-            pg.execute(sql.replace("?", "%s"), params)
+    execute(
+        database_url,
+        "INSERT INTO webhook_deliveries (endpoint_id, event_id, created_at, state, attempts, "
+        "next_attempt_at) VALUES (?, ?, ?, 'delivered', ?, NULL)",
+        "we_a1",
+        event_id,
+        created_at,
+        attempts,
+    )
+    execute_many(
+        database_url,
+        "INSERT INTO webhook_attempts (endpoint_id, event_id, attempt, started_at, "
+        "duration_us, status_code, error, worker) VALUES (?, ?, ?, ?, 1000, 200, NULL, 'w')",
+        [("we_a1", event_id, n, created_at + n) for n in range(1, attempts + 1)],
+    )
 
 
 def run_purge(database_url: str, cutoff: int) -> dict[str, int]:

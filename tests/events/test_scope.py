@@ -9,16 +9,15 @@ id), absent from every list, 422 on `starting_after` (the same body as an unknow
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
-import psycopg
 import pytest
 from starlette.testclient import TestClient
 
 from tests.events.conftest import WRITERS, make_trail
 from tests.events.helpers import EVENTS, list_all
 from tests.integrations.helpers import auth, error_entries, nothing_changes
+from tests.support import execute
 from tests.test_authorisation_matrix import KEY_IDS, refusal, scope
 
 READERS = [k for k in KEY_IDS if refusal(k, "integrations:read") is None]
@@ -31,7 +30,8 @@ def newest_first(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     order = [org for org, _, _ in WRITERS]
 
     def made(event: dict[str, Any]) -> int:
-        return 2 * order.index(event["organisation_id"]) + (event["type"] == "integration.updated")
+        updated = event["type"] == "integration.updated"
+        return 2 * order.index(str(event["organisation_id"])) + int(updated)
 
     return sorted(events, key=made, reverse=True)
 
@@ -117,20 +117,6 @@ def test_a_key_refused_before_its_scope_is_refused_for_every_event(
             assert answer.status_code == expected, (key_id, path, answer.text)
 
 
-def _execute(database_url: str, sql: str, *params: Any) -> None:
-    """Run one write with `?` parameters on either database, committed."""
-    if database_url.startswith("sqlite:///"):
-        conn = sqlite3.connect(database_url[len("sqlite:///") :])
-        try:
-            conn.execute(sql, params)
-            conn.commit()
-        finally:
-            conn.close()
-        return
-    with psycopg.connect(database_url) as pg:
-        pg.execute(sql.replace("?", "%s"), params)
-
-
 def test_a_group_sees_the_events_of_the_organisations_assigned_to_it_now(
     client: TestClient, database_url: str
 ) -> None:
@@ -140,7 +126,7 @@ def test_a_group_sees_the_events_of_the_organisations_assigned_to_it_now(
     assert list_all(client, idle) == []
     assert client.get(f"{EVENTS}/{a2[0]['id']}", headers=idle).status_code == 404
 
-    _execute(
+    execute(
         database_url,
         "INSERT INTO partner_group_organisations (partner_group_id, organisation_id, partner_id)"
         " VALUES (?, ?, ?)",
@@ -153,7 +139,7 @@ def test_a_group_sees_the_events_of_the_organisations_assigned_to_it_now(
     after = client.get(EVENTS, headers=idle, params={"starting_after": a2[0]["id"]})
     assert after.json() == {"items": a2[1:], "has_more": False}
 
-    _execute(
+    execute(
         database_url,
         "DELETE FROM partner_group_organisations WHERE partner_group_id = ?",
         "pgrp_a_unassigned",

@@ -15,7 +15,7 @@ from cbstop.events.sequencer import BATCH, Progress, sequence
 from cbstop.world.loader import load_world
 from tests.conftest import _require_postgres
 from tests.integrations.helpers import world
-from tests.support import TEST_KEY_SECRET, DatabaseMaker, make_settings, query
+from tests.support import TEST_KEY_SECRET, DatabaseMaker, execute, make_settings, query
 
 NOW = 1_800_000_000_000_000
 
@@ -48,23 +48,18 @@ def insert_event(database_url: str, event_id: str, organisation: str, **over: An
         **over,
     }
     columns = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
     if database_url.startswith("sqlite:///"):
-        import sqlite3
-
-        conn = sqlite3.connect(database_url[len("sqlite:///") :])
-        with conn:
-            seq = conn.execute(
-                "UPDATE event_log SET last_seq = last_seq + 1 RETURNING last_seq"
-            ).fetchone()[0]
-            marks = ", ".join("?" for _ in row)
-            conn.execute(
-                f"INSERT INTO events ({columns}, seq) VALUES ({marks}, ?)", (*row.values(), seq)
-            )
-        conn.close()
+        # As a write on SQLite: the next number, taken in the same transaction.
+        execute(
+            database_url,
+            f"INSERT INTO events ({columns}, seq) VALUES ({marks}, "
+            "(SELECT last_seq + 1 FROM event_log WHERE id = 1))",
+            *row.values(),
+        )
+        execute(database_url, "UPDATE event_log SET last_seq = last_seq + 1 WHERE id = 1")
         return
-    with psycopg.connect(database_url) as pg:
-        marks = ", ".join("%s" for _ in row)
-        pg.execute(f"INSERT INTO events ({columns}) VALUES ({marks})", tuple(row.values()))
+    execute(database_url, f"INSERT INTO events ({columns}) VALUES ({marks})", *row.values())
 
 
 def add_endpoint(database_url: str, endpoint_id: str, owner: dict[str, str], **over: Any) -> None:
@@ -79,23 +74,12 @@ def add_endpoint(database_url: str, endpoint_id: str, owner: dict[str, str], **o
         "created_at": NOW,
         **over,
     }
-    columns = ", ".join(row)
-    if database_url.startswith("sqlite:///"):
-        import sqlite3
-
-        conn = sqlite3.connect(database_url[len("sqlite:///") :])
-        with conn:
-            marks = ", ".join("?" for _ in row)
-            conn.execute(
-                f"INSERT INTO webhook_endpoints ({columns}) VALUES ({marks})", tuple(row.values())
-            )
-        conn.close()
-        return
-    with psycopg.connect(database_url) as pg:
-        marks = ", ".join("%s" for _ in row)
-        pg.execute(
-            f"INSERT INTO webhook_endpoints ({columns}) VALUES ({marks})", tuple(row.values())
-        )
+    marks = ", ".join("?" for _ in row)
+    execute(
+        database_url,
+        f"INSERT INTO webhook_endpoints ({', '.join(row)}) VALUES ({marks})",
+        *row.values(),
+    )
 
 
 def deliveries(database_url: str) -> set[tuple[str, str]]:

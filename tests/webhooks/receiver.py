@@ -4,7 +4,6 @@ endpoints it stands behind, stored as `cbstop webhooks add` stores them."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,10 +12,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
-import psycopg
-
 from cbstop.webhooks.signing import generate_secret
-from tests.support import query
+from tests.support import execute, query
 
 T = TypeVar("T")
 
@@ -144,20 +141,6 @@ def receiving() -> Iterator[Receiver]:
 
 
 # --- The endpoints a receiver stands behind, and the database's view of them -----------------
-
-
-def execute(database_url: str, sql: str, *params: Any) -> None:
-    """Run one write with `?` parameters on either database, committed."""
-    if database_url.startswith("sqlite:///"):
-        conn = sqlite3.connect(database_url[len("sqlite:///") :])
-        try:
-            conn.execute(sql, params)
-            conn.commit()
-        finally:
-            conn.close()
-        return
-    with psycopg.connect(database_url) as pg:
-        pg.execute(sql.replace("?", "%s"), params)
 
 
 def add_endpoint(

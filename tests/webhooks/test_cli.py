@@ -11,8 +11,7 @@ import pytest
 from cbstop.webhooks.signing import signing_key
 from cbstop.world.loader import load_world
 from tests.cli.run import cbstop
-from tests.support import TEST_KEY_SECRET, query, snapshot
-from tests.webhooks.helpers import execute
+from tests.support import TEST_KEY_SECRET, execute_many, query, snapshot
 from tests.world.worlds import base_world
 
 ADDED = re.compile(
@@ -73,7 +72,7 @@ def add_endpoint_row(database_url: str, endpoint_id: str, **over: Any) -> None:
         "disabled_reason": None,
         "created_at": T0,
     } | over
-    execute(
+    execute_many(
         database_url,
         f"INSERT INTO webhook_endpoints ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
         [list(row.values())],
@@ -89,13 +88,13 @@ def add_delivery(
     next_attempt_at: int | None = None,
 ) -> None:
     """A delivery and its attempts: (minutes after T0, HTTP status, error) each."""
-    execute(
+    execute_many(
         database_url,
         "INSERT INTO webhook_deliveries (endpoint_id, event_id, created_at, state, attempts, "
         "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?)",
         [(endpoint_id, event_id, T0, state, len(attempts), next_attempt_at)],
     )
-    execute(
+    execute_many(
         database_url,
         "INSERT INTO webhook_attempts (endpoint_id, event_id, attempt, started_at, duration_us, "
         "status_code, error, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

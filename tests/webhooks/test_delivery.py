@@ -16,7 +16,7 @@ from standardwebhooks.webhooks import Webhook
 from starlette.testclient import TestClient
 
 from tests.integrations.helpers import auth, create_body, world
-from tests.support import api_client, query
+from tests.support import api_client, execute, query
 from tests.webhooks.receiver import (
     Receiver,
     Script,
@@ -24,7 +24,6 @@ from tests.webhooks.receiver import (
     attempts,
     deliveries,
     eventually,
-    execute,
 )
 
 # Fast retries, so a test sees a whole schedule in about a second.

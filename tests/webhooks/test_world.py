@@ -12,9 +12,8 @@ import pytest
 from cbstop.events.record import EVENT_TYPES
 from cbstop.world.loader import WorldError, load_world, load_world_file
 from cbstop.world.schema import EventType, WebhookEndpoint
-from tests.support import TEST_KEY_SECRET, query, snapshot
+from tests.support import TEST_KEY_SECRET, execute_many, query, snapshot
 from tests.test_readme import DOCS, world_file_examples
-from tests.webhooks.helpers import execute
 from tests.world.worlds import base_world
 
 SECRET_A = "whsec_" + base64.b64encode(bytes(range(32))).decode()
@@ -107,7 +106,7 @@ def test_loading_the_same_endpoints_twice_changes_nothing(database_url: str) -> 
 def test_an_endpoint_the_deliverer_disabled_is_still_the_same_entry(database_url: str) -> None:
     # A 410 disables an endpoint (CONTRACT 3.5); the file that declared it is not in conflict.
     load(database_url, webhook_world())
-    execute(
+    execute_many(
         database_url,
         "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = ? WHERE id = ?",
         [("the receiver answered 410 Gone", "we_org_a1")],
