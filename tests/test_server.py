@@ -66,6 +66,12 @@ def test_a_worker_builds_its_app_on_every_field_serve_handed_down(
         redis_timeout=0.5,
         redis_prefix="handed-down",
         max_in_flight=9,
+        event_retention_days=2.0,
+        event_purge_interval=3.0,
+        event_poll_interval=0.5,
+        webhook_timeout=4.0,
+        webhook_retry_schedule="1,2",
+        webhook_concurrency=3,
     )
     assert all(getattr(given, f) != d.default for f, d in Settings.model_fields.items())
     monkeypatch.setattr(obs_logging, "configure", lambda: None)  # pytest's logging stays
