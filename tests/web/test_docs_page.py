@@ -39,12 +39,18 @@ FILES = {
     endpoints.SWAGGER_UI_JS: ("swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
     endpoints.SWAGGER_UI_CSS: ("swagger-ui.css", "text/css; charset=utf-8"),
 }
-# What the page must show: the four operations, as (method, path, summary).
+# What the page must show: the API's operations by tag, as (method, path, summary).
 OPERATIONS = {
-    ("GET", "/v1/integrations", "List integrations"),
-    ("POST", "/v1/integrations", "Create integration"),
-    ("GET", "/v1/integrations/{integration_id}", "Get integration by ID"),
-    ("PATCH", "/v1/integrations/{integration_id}", "Update integration"),
+    "Integrations": {
+        ("GET", "/v1/integrations", "List integrations"),
+        ("POST", "/v1/integrations", "Create integration"),
+        ("GET", "/v1/integrations/{integration_id}", "Get integration by ID"),
+        ("PATCH", "/v1/integrations/{integration_id}", "Update integration"),
+    },
+    "Events": {
+        ("GET", "/v1/events", "List events"),
+        ("GET", "/v1/events/{event_id}", "Get event by ID"),
+    },
 }
 
 
@@ -272,7 +278,7 @@ def _requests(netlog: Path) -> list[tuple[str, str]]:
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("servers")
-def test_the_docs_page_renders_the_four_operations_and_authorize_offline_in_chromium() -> None:
+def test_the_docs_page_renders_the_api_operations_and_authorize_offline_in_chromium() -> None:
     if not os.access(CHROMIUM, os.X_OK):
         reason = f"{CHROMIUM} is missing: apt-get install chromium (CI installs it in .ci/run)"
         if IN_CI:
@@ -288,20 +294,21 @@ def test_the_docs_page_renders_the_four_operations_and_authorize_offline_in_chro
             json.loads(line) for line in server.stderr.splitlines() if '"route"' in line
         ]
 
-    blocks = {
-        (
-            block.find("opblock-summary-method")[0].text,
-            block.find("opblock-summary-path")[0].attrs["data-path"],
-            block.find("opblock-summary-description")[0].text,
-        )
-        for block in rendered.dom.find("opblock")
-        if block.attrs.get("id", "").startswith("operations-Integrations-")
-    }
-    assert blocks == OPERATIONS
+    for tag, operations in OPERATIONS.items():
+        blocks = {
+            (
+                block.find("opblock-summary-method")[0].text,
+                block.find("opblock-summary-path")[0].attrs["data-path"],
+                block.find("opblock-summary-description")[0].text,
+            )
+            for block in rendered.dom.find("opblock")
+            if block.attrs.get("id", "").startswith(f"operations-{tag}-")
+        }
+        assert blocks == operations, tag
     authorize = rendered.dom.find("btn", "authorize")
     assert [button.text.strip() for button in authorize] == ["Authorize"]
-    # Each of the four operations shows its lock (it needs the bearer key).
-    assert len(rendered.dom.find("authorization__btn")) == len(OPERATIONS)
+    # Each of the operations shows its lock (it needs the bearer key).
+    assert len(rendered.dom.find("authorization__btn")) == sum(map(len, OPERATIONS.values()))
 
     # Every request the page made went to the server, and these are all of them; Chromium's
     # own background requests (no initiator) went nowhere: no host resolves but 127.0.0.1.
