@@ -32,14 +32,14 @@ def _event(event_id: str, type_: str, at: str, data: dict[str, Any], key: str | 
 
 
 CREATED = _event(
-    "evt_Qx8vK2mB7yLp3nR5tW9aCd",
+    "evt_661b8e29f01a2c4e81b07d35f92a6",
     "integration.created",
     "2026-12-03T10:15:05.123456Z",
     {"object": _INTEGRATION},
     "6f1c2f0e-create",
 )
 UPDATED = _event(
-    "evt_Zr4Hs6Ue1Vg0Xj2Kq8Lm3N",
+    "evt_661b8e2a1d4c07f3a9c2e5b81d6e4",
     "integration.updated",
     "2026-12-03T10:16:41.004210Z",
     {
@@ -51,11 +51,11 @@ UPDATED = _event(
 
 LIST_PARAMETERS = {
     "limit": Example("Two per page", 2),
-    "starting_after": Example("The page after an event", "evt_Zr4Hs6Ue1Vg0Xj2Kq8Lm3N"),
+    "starting_after": Example("The page after an event", "evt_661b8e2a1d4c07f3a9c2e5b81d6e4"),
     "type": Example("Updates only", "integration.updated"),
     "integration_id": Example("One integration's events", "int_abc123"),
 }
-GET_PARAMETERS = {"event_id": Example("A rename", "evt_Zr4Hs6Ue1Vg0Xj2Kq8Lm3N")}
+GET_PARAMETERS = {"event_id": Example("A rename", "evt_661b8e2a1d4c07f3a9c2e5b81d6e4")}
 LIST_RESPONSES = {
     "page": Example(
         "The newest first; older events follow", {"items": [UPDATED], "has_more": True}
