@@ -111,6 +111,10 @@ class Receiver:
                     break
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
+        except asyncio.CancelledError:
+            # The receiver stopping: end quietly. (Left to propagate, asyncio's stream
+            # callback logs a traceback for every connection still open.)
+            pass
         finally:
             writer.close()
             if task is not None:
