@@ -35,6 +35,19 @@ async def partner_group_exists(conn: Connection, partner_group_id: str) -> bool:
     return row is not None
 
 
+async def missing_owner(
+    conn: Connection, organisation_id: str | None, partner_group_id: str | None
+) -> str | None:
+    """What is missing of an owner (an organisation, or else a partner group) for a key or a
+    webhook endpoint, in an operator's words; None if it exists."""
+    if organisation_id is not None:
+        if not await organisation_exists(conn, organisation_id):
+            return f"organisation {organisation_id} does not exist"
+    elif partner_group_id is not None and not await partner_group_exists(conn, partner_group_id):
+        return f"partner group {partner_group_id} does not exist"
+    return None
+
+
 async def insert_key(
     conn: Connection,
     *,

@@ -169,13 +169,9 @@ async def create_key(
         secret_fingerprint=fingerprint,
     )
     async with db.transaction(write=True) as conn:
-        if organisation_id is not None:
-            if not await repository.organisation_exists(conn, organisation_id):
-                raise KeyManagementError(f"organisation {organisation_id} does not exist")
-        elif partner_group_id is not None and not await repository.partner_group_exists(
-            conn, partner_group_id
-        ):
-            raise KeyManagementError(f"partner group {partner_group_id} does not exist")
+        missing = await repository.missing_owner(conn, organisation_id, partner_group_id)
+        if missing is not None:
+            raise KeyManagementError(missing)
         await repository.insert_key(
             conn,
             key_id=info.id,

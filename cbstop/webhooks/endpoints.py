@@ -142,13 +142,9 @@ async def add_endpoint(
         created_at=_now(),
     )
     async with db.transaction(write=True) as conn:
-        if organisation_id is not None:
-            if not await owners.organisation_exists(conn, organisation_id):
-                raise WebhookError(f"organisation {organisation_id} does not exist")
-        elif partner_group_id is not None and not await owners.partner_group_exists(
-            conn, partner_group_id
-        ):
-            raise WebhookError(f"partner group {partner_group_id} does not exist")
+        missing = await owners.missing_owner(conn, organisation_id, partner_group_id)
+        if missing is not None:
+            raise WebhookError(missing)
         await repository.insert_endpoint(
             conn,
             endpoint_id=stored.id,
