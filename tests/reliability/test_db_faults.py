@@ -68,13 +68,21 @@ def _admin(sql: str) -> None:
 
 
 def _terminate(target: Target) -> None:
-    """End every session of the target's role (the server's pool), and wait until they are
-    gone: pg_terminate_backend only signals, and a backend still alive would serve."""
-    sessions = f"FROM pg_stat_activity WHERE usename = '{target.role}'"
-    _admin(f"SELECT pg_terminate_backend(pid) {sessions}")
-    deadline = time.monotonic() + 5
+    """End every session of the target's role (the server's pool), and wait until those
+    sessions are gone: pg_terminate_backend only signals, and a backend still alive would serve.
+
+    Waits for the ended sessions' pids, not for the role to have none: the server's event pump
+    and webhook deliverer look at the database every few tenths of a second, so the pool opens
+    new sessions (which see the database's new settings) while the old ones are still exiting.
+    """
     with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as conn:
-        while conn.execute(f"SELECT count(*) {sessions}").fetchone() != (0,):
+        sessions = "SELECT pid FROM pg_stat_activity WHERE usename = %s"
+        ended = [pid for (pid,) in conn.execute(sessions, (target.role,)).fetchall()]
+        # Apart: in one WHERE the planner may call pg_terminate_backend before filtering.
+        conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (ended,))
+        deadline = time.monotonic() + 5
+        alive = "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)"
+        while conn.execute(alive, (ended,)).fetchone() != (0,):
             assert time.monotonic() < deadline, "the role's sessions outlived pg_terminate_backend"
             time.sleep(0.02)
 
