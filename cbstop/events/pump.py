@@ -14,12 +14,11 @@ import time
 from collections.abc import Callable
 
 from cbstop.db.database import Database
-from cbstop.errors import ServiceUnavailable
 from cbstop.events import retention
 from cbstop.events.sequencer import sequence
 from cbstop.idempotency.keys import now_micros
 from cbstop.observability.logging import Throttle, log
-from cbstop.tasks import cancelled
+from cbstop.tasks import cancelled, guarded
 
 MIN_GAP = 0.01  # seconds between two runs, however often writes wake it
 
@@ -76,14 +75,9 @@ class EventPump:
             await asyncio.sleep(MIN_GAP)
 
     async def _sequence(self) -> None:
-        try:
-            progress = await sequence(self._db, now_micros())
-        except ServiceUnavailable as exc:
-            # Said here, not left to requests: a statement timeout may be the pump's alone.
-            self._trouble.warn("numbering events", exc)
-            return
-        except Exception:
-            log.exception("numbering events failed")
+        numbering = sequence(self._db, now_micros())
+        progress = await guarded(self._trouble, "numbering events", numbering)
+        if progress is None:
             return
         if progress.deliveries:
             self._on_deliveries()
@@ -91,15 +85,9 @@ class EventPump:
             self._poked.set()  # another process's run may have missed this one's events
 
     async def _purge(self) -> None:
-        try:
-            gone = await retention.purge(self._db, now_micros() - self._retention)
-        except ServiceUnavailable as exc:
-            self._trouble.warn("purging events", exc)
-            return
-        except Exception:
-            log.exception("purging events past the retention failed")
-            return
-        if any(gone.values()):
+        cutoff = now_micros() - self._retention
+        gone = await guarded(self._trouble, "purging events", retention.purge(self._db, cutoff))
+        if gone and any(gone.values()):
             log.info(
                 "purged %d events, %d webhook deliveries and %d attempts past the retention",
                 gone["events"],

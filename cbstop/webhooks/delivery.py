@@ -32,7 +32,7 @@ from cbstop.idempotency.keys import now_micros
 from cbstop.observability.logging import Throttle, log
 from cbstop.observability.metrics import Metrics
 from cbstop.settings import Settings
-from cbstop.tasks import cancelled
+from cbstop.tasks import cancelled, guarded
 from cbstop.webhooks import signing
 
 # Seconds a lease lasts beyond the attempt's timeout: time to write the outcome afterwards.
@@ -276,27 +276,24 @@ class Deliverer:
         free = self._capacity - len(self._attempts)
         if free <= 0:
             return  # an attempt ending pokes the loop
-        now = now_micros()
-        try:
-            # A read first: an idle process takes no write lock (on SQLite, the file's) at
-            # every poll.
-            async with self._db.connection() as conn:
-                if not await conn.fetchval(DUE, now):
-                    self._saturated = False
-                    return
-            async with self._db.single_statement_write() as conn:
-                claims = await claim(conn, now, free, now + self._lease)
-        except ServiceUnavailable as exc:
-            self._trouble.warn("claiming webhook deliveries", exc)
-            return
-        except Exception:
-            log.exception("claiming webhook deliveries failed")
+        claims = await guarded(self._trouble, "claiming webhook deliveries", self._claim(free))
+        if claims is None:
             return
         for one in claims:
             task = asyncio.get_running_loop().create_task(self._attempt(one))
             self._attempts.add(task)
             task.add_done_callback(self._attempt_done)
         self._saturated = len(claims) == free
+
+    async def _claim(self, free: int) -> list[Claim]:
+        now = now_micros()
+        # A read first: an idle process takes no write lock (on SQLite, the file's) at every
+        # poll.
+        async with self._db.connection() as conn:
+            if not await conn.fetchval(DUE, now):
+                return []
+        async with self._db.single_statement_write() as conn:
+            return await claim(conn, now, free, now + self._lease)
 
     def _attempt_done(self, task: asyncio.Task[None]) -> None:
         self._attempts.discard(task)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 
 from cbstop.db.database import Database
 from cbstop.events.record import EVENT_TYPES
+from cbstop.idempotency.keys import now_micros
 from cbstop.keys import repository as owners
 from cbstop.webhooks import repository
 from cbstop.webhooks.repository import StoredAttempt, StoredEndpoint
@@ -54,10 +54,6 @@ class CreatedEndpoint:
 
     info: EndpointInfo
     secret: str
-
-
-def _now() -> int:
-    return time.time_ns() // 1000
 
 
 def generate_endpoint_id() -> str:
@@ -139,7 +135,7 @@ async def add_endpoint(
         event_types=encode_event_types(types),
         status="enabled",
         disabled_reason=None,
-        created_at=_now(),
+        created_at=now_micros(),
     )
     async with db.transaction(write=True) as conn:
         missing = await owners.missing_owner(conn, organisation_id, partner_group_id)
