@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 
 from cbstop.integrations import rules
@@ -10,6 +13,19 @@ from cbstop.integrations.service import new_integration_id
 
 def test_every_id_the_api_makes_is_an_integration_id() -> None:
     assert all(rules.is_integration_id(new_integration_id()) for _ in range(1000))
+
+
+def test_ids_grow_with_time_and_keep_96_random_bits() -> None:
+    before = time.time_ns() // 1_000_000
+    ids = [new_integration_id() for _ in range(1000)]
+    after = time.time_ns() // 1_000_000
+    for made in ids:
+        assert re.fullmatch(r"int_[0-9a-f]{12}[A-Za-z0-9_-]{16}", made), made
+        assert before <= int(made[4:16], 16) <= after
+    # Made one after another, they sort in the order they were made, millisecond by
+    # millisecond; within a millisecond the 96 random bits (16 base64 characters) differ.
+    assert [i[4:16] for i in ids] == sorted(i[4:16] for i in ids)
+    assert len({i[16:] for i in ids}) == len(ids)
 
 
 @pytest.mark.parametrize(
