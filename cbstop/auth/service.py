@@ -2,9 +2,12 @@
 
 Resolved keys are cached for `key_cache_ttl` seconds (0.5 s by default), so the hot path
 costs no round trip of its own while a revoked key still stops working within 1 s on
-every instance; an expired key stops at its expiry, cached or not. Unknown, malformed,
-revoked and expired keys take the same path — one HMAC per configured secret, one lookup of
-all those hashes (or cache hit) — and get the same answer.
+every instance; an expired key stops at its expiry, cached or not. The cache is keyed by a
+BLAKE2b of the key under a random key of the process's own, not by the stored HMAC: a hot
+key costs one 0.8 us digest instead of one 2.9 us HMAC per secret, and the process keeps no
+key in the clear nor anything that could be checked against the table's hashes. Unknown,
+malformed, revoked and expired keys take the same path — the digest, then on a miss one HMAC
+per configured secret and one lookup of all those hashes — and get the same answer.
 
 With several secrets (newest first, CONTRACT 3.6) a key stored under an older secret's hash
 still authenticates, and is queued to be re-hashed with the newest (`upkeep.py` writes it in
@@ -13,7 +16,9 @@ the background); so is a key stored before fingerprints existed, to get its fing
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import secrets as random_bytes
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,7 +112,8 @@ class Authenticator:
         self._fingerprints = tuple(secret_fingerprint(s) for s in self._secrets)
         self._ttl = ttl
         self._upkeep = upkeep
-        self._cache: dict[str, _Resolved] = {}
+        self._cache: dict[bytes, _Resolved] = {}
+        self._cache_key = random_bytes.token_bytes(32)  # BLAKE2b's key: this process's own
 
     async def authenticate(self, header: str | None) -> Principal:
         """The principal of the request's key, or `Unauthorised`."""
@@ -115,14 +121,17 @@ class Authenticator:
         # A missing or malformed key is hashed too, under every secret, so every refusal
         # costs the same.
         material = token if token is not None else ""
-        hashes = [hash_key(secret, material) for secret in self._secrets]
+        entry = hashlib.blake2b(
+            material.encode("utf-8", "surrogatepass"), key=self._cache_key
+        ).digest()
         now = time.monotonic()
-        resolved = self._cache.get(hashes[0])
+        resolved = self._cache.get(entry)
         if resolved is None or resolved.until <= now:
+            hashes = [hash_key(secret, material) for secret in self._secrets]
             resolved = await self._resolve(hashes, now + self._ttl)
             if len(self._cache) >= CACHE_LIMIT:
                 self._cache.clear()
-            self._cache[hashes[0]] = resolved
+            self._cache[entry] = resolved
         wall = time.time_ns() // 1000
         principal = resolved.principal
         expired = resolved.expires_at is not None and wall >= resolved.expires_at
