@@ -27,6 +27,22 @@ class UniqueViolation(Exception):
     constraint): the unit of work rolled back, and may be run again."""
 
 
+# SQLSTATEs of a statement that a concurrent writer made the server refuse, rolled back whole:
+# deadlock_detected, serialization_failure, lock_not_available.
+CONFLICT_STATES = frozenset({"40P01", "40001", "55P03"})
+
+
+def conflict(exc: BaseException) -> bool:
+    """Whether a unit of work failed on a concurrent writer and was rolled back by the server
+    (so it can run again): a unique key taken (`UniqueViolation`), a lock wait run out, a
+    deadlock or serialization failure. Not a lost connection, after which a commit may or may
+    not have happened."""
+    if isinstance(exc, UniqueViolation):
+        return True
+    cause = exc.__cause__
+    return cause is not None and getattr(cause, "sqlstate", None) in CONFLICT_STATES
+
+
 class Row(Protocol):
     """A result row, readable by position or by column name."""
 

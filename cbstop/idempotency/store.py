@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from cbstop.db.database import Connection, Database, Row, UniqueViolation
@@ -127,6 +127,26 @@ async def remember(conn: Connection, keyed: Keyed, answer: Answer) -> None:
         answer.location,
         answer.etag,
     )
+
+
+# PostgreSQL: the answers of several writes at once, one array per column.
+REMEMBER_MANY = """
+INSERT INTO idempotency_keys
+    (owner, key, fingerprint, created_at, status_code, body, location, etag)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[], $5::integer[],
+                     $6::bytea[], $7::text[], $8::text[])
+"""
+
+
+async def remember_many(conn: Connection, answers: Sequence[tuple[Keyed, Answer]]) -> None:
+    """`remember` for several writes of one unit of work, in one statement (PostgreSQL)."""
+    if not answers:
+        return
+    rows = [
+        (k.owner, k.key, k.fingerprint, k.now, a.status, a.body, a.location, a.etag)
+        for k, a in answers
+    ]
+    await conn.execute(REMEMBER_MANY, *(list(column) for column in zip(*rows, strict=True)))
 
 
 async def forget_expired(db: Database, keyed: Keyed) -> None:

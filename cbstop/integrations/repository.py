@@ -9,9 +9,10 @@ caller's write transaction.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -102,83 +103,130 @@ async def organisation_in_scope(conn: Connection, *, scope: Scope, organisation_
     return await conn.fetchrow(sql, organisation_id, scope.id) is not None
 
 
-async def create(
-    conn: Connection,
-    *,
-    scope: Scope,
-    new: NewIntegration,
-    event: EventDraft,
-    event_data: str,
-    keyed: Keyed | None = None,
-    answer: Answer | None = None,
-) -> tuple[CreateOutcome, Answer | None]:
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    """One create, as the repository writes it: the integration in the caller's scope, its
+    event (`event_data` its `data`), and the request's key with the answer to store under it."""
+
+    scope: Scope
+    new: NewIntegration
+    event: EventDraft
+    event_data: str
+    keyed: Keyed | None = None
+    answer: Answer | None = None
+
+
+CreateResult = tuple[CreateOutcome, Answer | None]
+
+
+async def create(conn: Connection, request: CreateRequest) -> CreateResult:
     """Insert the integration if its organisation is in scope and owns every merchant, its
-    event (`event_data` its `data`), and store `answer` under the request's key, all in one
-    unit of work; or, if the key already has this request's answer, write nothing and return
-    it (`store.stored` raises for another request's, or an expired one)."""
-    shard = random.randrange(COUNT_SHARDS)
-    origin = event.origin
+    event, and store the answer under the request's key, all in one unit of work; or, if the
+    key already has this request's answer, write nothing and return it (`store.stored` raises
+    for another request's, or an expired one)."""
     if conn.dialect == "postgresql":
-        row = await conn.fetchrow(
-            pg.CREATE[scope.kind],
+        (result,) = await create_many(conn, [request], shard=random.randrange(COUNT_SHARDS))
+        if isinstance(result, BaseException):
+            raise result
+        return result
+    return await _create_sqlite(conn, request)
+
+
+async def create_many(
+    conn: Connection, requests: Sequence[CreateRequest], *, shard: int
+) -> list[CreateResult | Exception]:
+    """PostgreSQL: every create of `requests` (one scope kind) in one statement, each all or
+    nothing on its own (`create`'s result for each, or the exception `store.stored` raised
+    for its key); the counts go to `shard`."""
+    kind = requests[0].scope.kind
+    merchant_of: list[int] = []
+    positions: list[int] = []
+    merchants: list[str] = []
+    for n, request in enumerate(requests, start=1):
+        for position, merchant in enumerate(request.new.merchant_ids):
+            merchant_of.append(n)
+            positions.append(position)
+            merchants.append(merchant)
+    columns: list[list[object]] = [[] for _ in range(17)]
+    for request in requests:
+        new, origin = request.new, request.event.origin
+        values = (
             new.id,
             new.organisation_id,
             new.name,
             new.status,
             new.created_at,
-            new.merchant_ids,
-            shard,
-            scope.id,
-            *_key_args(keyed, answer),
-            event.id,
+            request.scope.id,
+            *_key_args(request.keyed, request.answer),
+            request.event.id,
             origin.request_id,
             origin.idempotency_key,
             origin.actor_type,
-            event_data,
+            request.event_data,
         )
-        assert row is not None
-        if keyed is not None:
-            replay = store.stored(keyed, row, 2)
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    rows = await conn.fetch(pg.CREATE[kind], *columns, merchant_of, positions, merchants, shard)
+    results: list[CreateResult | Exception] = []
+    for request, row in zip(requests, rows, strict=True):
+        if request.keyed is not None:
+            try:
+                replay = store.stored(request.keyed, row, 2)
+            except Exception as exc:  # another request's answer, or an expired one
+                results.append(exc)
+                continue
             if replay is not None:
-                return CreateOutcome.REPLAYED, replay
-        found, merchants_ok = row[0], row[1]
-    else:
-        if keyed is not None:
-            replay = await store.recall_for_write(conn, keyed)
-            if replay is not None:
-                return CreateOutcome.REPLAYED, replay
-        org = await conn.fetchrow(lite.ORGANISATION[scope.kind], new.organisation_id, scope.id)
-        found, merchants_ok = org is not None, False
-        if org is not None:
-            owned = await conn.fetchval(
-                lite.MERCHANTS_OWNED, new.organisation_id, orjson.dumps(new.merchant_ids).decode()
-            )
-            merchants_ok = owned == len(new.merchant_ids)
-            if merchants_ok:
-                await _sqlite_insert(conn, new=new, partner_id=org[1], shard=shard)
-                seq, now = await next_seq_sqlite(conn)
-                await conn.execute(
-                    lite.INSERT_CREATED_EVENT,
-                    event.id,
-                    seq,
-                    now,
-                    new.id,
-                    event_data,
-                    origin.request_id,
-                    origin.idempotency_key,
-                    origin.actor_type,
-                )
-                if keyed is not None and answer is not None:
-                    await store.remember(conn, keyed, answer)
+                results.append((CreateOutcome.REPLAYED, replay))
+                continue
+        results.append((_created(found=row[0], merchants_ok=row[1]), None))
+    return results
+
+
+def _created(*, found: bool, merchants_ok: bool) -> CreateOutcome:
     if not found:
-        return CreateOutcome.NO_ORGANISATION, None
+        return CreateOutcome.NO_ORGANISATION
     if not merchants_ok:
+        return CreateOutcome.INVALID_MERCHANTS
+    return CreateOutcome.CREATED
+
+
+async def _create_sqlite(conn: Connection, request: CreateRequest) -> CreateResult:
+    """`create` on SQLite: its steps as statements inside the caller's write transaction."""
+    new, event, keyed = request.new, request.event, request.keyed
+    origin = event.origin
+    if keyed is not None:
+        replay = await store.recall_for_write(conn, keyed)
+        if replay is not None:
+            return CreateOutcome.REPLAYED, replay
+    scope = request.scope
+    org = await conn.fetchrow(lite.ORGANISATION[scope.kind], new.organisation_id, scope.id)
+    if org is None:
+        return CreateOutcome.NO_ORGANISATION, None
+    owned = await conn.fetchval(
+        lite.MERCHANTS_OWNED, new.organisation_id, orjson.dumps(new.merchant_ids).decode()
+    )
+    if owned != len(new.merchant_ids):
         return CreateOutcome.INVALID_MERCHANTS, None
+    await _sqlite_insert(conn, new=new, partner_id=org[1], shard=random.randrange(COUNT_SHARDS))
+    seq, now = await next_seq_sqlite(conn)
+    await conn.execute(
+        lite.INSERT_CREATED_EVENT,
+        event.id,
+        seq,
+        now,
+        new.id,
+        request.event_data,
+        origin.request_id,
+        origin.idempotency_key,
+        origin.actor_type,
+    )
+    if keyed is not None and request.answer is not None:
+        await store.remember(conn, keyed, request.answer)
     return CreateOutcome.CREATED, None
 
 
 def _key_args(keyed: Keyed | None, answer: Answer | None) -> tuple[object, ...]:
-    """CREATE's $9-$14: the key (owner NULL: none) and the answer to store under it."""
+    """A create's key (owner NULL: none) and the answer to store under it."""
     if keyed is None or answer is None:
         return (None, None, None, None, None, None)
     return (
@@ -213,52 +261,124 @@ async def _sqlite_insert(
         await conn.execute(lite.ADD_TO_PARTNER_COUNT, partner_id, shard)
 
 
-async def update(
-    conn: Connection,
-    *,
-    scope: Scope,
-    integration_id: str,
-    name: str | None,
-    status: str | None,
-    updatable_type: str,
-    if_match: frozenset[int] | None,
-    event: EventDraft,
-) -> UpdateOutcome:
+@dataclass(frozen=True, slots=True)
+class UpdateRequest:
+    """One PATCH, as the repository writes it: the integration in the caller's scope, the
+    values to set (None: keep), the versions If-Match allows (None: any), its event if a
+    value changes, and its key (to find an answer already stored under it)."""
+
+    scope: Scope
+    integration_id: str
+    name: str | None
+    status: str | None
+    if_match: frozenset[int] | None
+    event: EventDraft
+    keyed: Keyed | None = None
+
+
+async def update(conn: Connection, request: UpdateRequest, *, updatable_type: str) -> UpdateOutcome:
     """Update an integration in the scope if it is of `updatable_type` and its version is
-    one `if_match` allows (None: any), and record `event` if a value changed."""
-    origin = event.origin
+    one If-Match allows, and record its event if a value changed. (PostgreSQL: a request
+    with a key must go through `update_many`, which tells its stored answer.)"""
     if conn.dialect == "postgresql":
-        allowed = None if if_match is None else sorted(if_match)
-        while True:
-            row = await conn.fetchrow(
-                pg.UPDATE[scope.kind],
-                integration_id,
-                name,
-                status,
-                scope.id,
-                updatable_type,
-                allowed,
-                event.id,
-                origin.request_id,
-                origin.idempotency_key,
-                origin.actor_type,
-            )
-            if row is None:
-                return UpdateOutcome(None, None, None)
-            found_type, version = row[0], row[1]
-            if row[2] is not None:
-                return UpdateOutcome(found_type, version, _integration(row, 2))
-            if found_type != updatable_type or (if_match is not None and version not in if_match):
-                return UpdateOutcome(found_type, version, None)
-            # A concurrent update moved the version on between the read and the write, which
-            # then changed nothing: run it again on the row as it is now.
+        (result,) = await update_many(conn, [request], updatable_type=updatable_type)
+        if isinstance(result, BaseException):
+            raise result
+        assert isinstance(result, UpdateOutcome)
+        return result
+    return await _update_sqlite(conn, request, updatable_type=updatable_type)
+
+
+async def update_many(
+    conn: Connection, requests: Sequence[UpdateRequest], *, updatable_type: str
+) -> list[UpdateOutcome | Answer | Exception]:
+    """PostgreSQL: every PATCH of `requests` (one scope kind, each of another integration) in
+    one statement, each all or nothing on its own: its `UpdateOutcome`, or the answer already
+    stored under its key (nothing changed), or the exception `store.stored` raised for its
+    key. A PATCH whose row a concurrent update changed between the statement's read and its
+    lock changed nothing; it runs again, in a statement of its own, on the row as it is now."""
+    kind = requests[0].scope.kind
+    results: list[UpdateOutcome | Answer | Exception | None] = [None] * len(requests)
+    pending = list(range(len(requests)))
+    while pending:
+        batch = [requests[i] for i in pending]
+        rows = await conn.fetch(pg.UPDATE[kind], *_update_args(batch), updatable_type)
+        again = []
+        for place, request, row in zip(pending, batch, rows, strict=True):
+            result = _updated(request, row, updatable_type)
+            if result is None:
+                again.append(place)
+            else:
+                results[place] = result
+        pending = again
+    return [r for r in results if r is not None]
+
+
+def _update_args(requests: Sequence[UpdateRequest]) -> list[list[Any]]:
+    """UPDATE's $1-$13 for `requests`: one array per column, then the allowed versions, flat."""
+    columns: list[list[Any]] = [[] for _ in range(11)]
+    allowed_of: list[int] = []
+    allowed: list[int] = []
+    for n, request in enumerate(requests, start=1):
+        origin, keyed = request.event.origin, request.keyed
+        values = (
+            request.integration_id,
+            request.name,
+            request.status,
+            request.scope.id,
+            request.if_match is not None,
+            request.event.id,
+            origin.request_id,
+            origin.idempotency_key,
+            origin.actor_type,
+            None if keyed is None else keyed.owner,
+            None if keyed is None else keyed.key,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+        for version in sorted(request.if_match or ()):
+            allowed_of.append(n)
+            allowed.append(version)
+    return [*columns, allowed_of, allowed]
+
+
+def _updated(
+    request: UpdateRequest, row: Row, updatable_type: str
+) -> UpdateOutcome | Answer | Exception | None:
+    """What UPDATE's row says of one PATCH; None: run it again (its row changed under it)."""
+    if request.keyed is not None:
+        try:
+            replay = store.stored(request.keyed, row, 9)
+        except Exception as exc:  # another request's answer, or an expired one
+            return exc
+        if replay is not None:
+            return replay
+    found_type, version = row[0], row[1]
+    if found_type is None:
+        return UpdateOutcome(None, None, None)
+    if row[2] is not None:
+        return UpdateOutcome(found_type, version, _integration(row, 2))
+    if found_type != updatable_type or (
+        request.if_match is not None and version not in request.if_match
+    ):
+        return UpdateOutcome(found_type, version, None)
+    return None
+
+
+async def _update_sqlite(
+    conn: Connection, request: UpdateRequest, *, updatable_type: str
+) -> UpdateOutcome:
+    """`update` on SQLite: its steps as statements inside the caller's write transaction."""
+    scope, integration_id, if_match = request.scope, request.integration_id, request.if_match
+    event = request.event
+    origin = event.origin
     target = await conn.fetchrow(lite.TARGET[scope.kind], integration_id, scope.id)
     if target is None:
         return UpdateOutcome(None, None, None)
     found_type, version, old_name, old_status = target[0], target[1], target[2], target[3]
     if found_type != updatable_type or (if_match is not None and version not in if_match):
         return UpdateOutcome(found_type, version, None)
-    await conn.execute(lite.UPDATE, integration_id, name, status)
+    await conn.execute(lite.UPDATE, integration_id, request.name, request.status)
     updated = await get(conn, scope=scope, integration_id=integration_id)
     if updated is not None and updated.version != version:
         previous = {

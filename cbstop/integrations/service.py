@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import replace
 
 from cbstop.auth.service import Principal
-from cbstop.db.database import Connection, Database
+from cbstop.db.database import Database
 from cbstop.errors import (
     DuplicateMerchantIds,
     InvalidIntegrationType,
@@ -22,8 +21,15 @@ from cbstop.errors import (
 from cbstop.events.record import EventDraft, Origin
 from cbstop.idempotency import store
 from cbstop.idempotency.keys import Answer, Keyed
-from cbstop.integrations import repository
-from cbstop.integrations.repository import CreateOutcome, Integration, NewIntegration
+from cbstop.integrations import batching, repository
+from cbstop.integrations.repository import (
+    CreateOutcome,
+    CreateRequest,
+    CreateResult,
+    Integration,
+    NewIntegration,
+    UpdateRequest,
+)
 from cbstop.integrations.rules import ID_MAX_LENGTH as MAX_ID_LENGTH
 from cbstop.integrations.rules import is_storable
 from cbstop.integrations.schemas import (
@@ -126,21 +132,22 @@ async def create_integration(
         stored_at=None if keyed is None else keyed.now,
     )
 
-    event = EventDraft.new(origin)
-    # The event's `data`: the integration as the answer represents it.
-    event_data = b'{"object":%b}' % answer.body
+    request = CreateRequest(
+        scope=principal.scope,
+        new=new,
+        event=EventDraft.new(origin),
+        # The event's `data`: the integration as the answer represents it.
+        event_data=(b'{"object":%b}' % answer.body).decode(),
+        keyed=keyed,
+        answer=answer,
+    )
 
-    async def write(lock_wait: float | None) -> tuple[CreateOutcome, Answer | None]:
+    async def write(lock_wait: float | None) -> CreateResult:
+        if db.dialect == "postgresql":
+            # With the process's other creates of the moment: one statement, one commit.
+            return await batching.create(db, request)
         async with db.single_statement_write(lock_wait=lock_wait) as conn:
-            return await repository.create(
-                conn,
-                scope=principal.scope,
-                new=new,
-                event=event,
-                event_data=event_data.decode(),
-                keyed=keyed,
-                answer=answer,
-            )
+            return await repository.create(conn, request)
 
     outcome, replay = await store.run_keyed(db, keyed, write)
     if replay is not None:
@@ -167,49 +174,53 @@ async def update_integration(
     value changed: (its answer, False); or the answer already stored under the request's
     Idempotency-Key, (that answer, True).
 
-    Without a key it is one statement on PostgreSQL; with one, a transaction that also stores
-    the answer (a PATCH's answer is known only once the row is updated).
+    On PostgreSQL it goes with the process's other PATCHes of the moment
+    (`batching.update`): one statement, and with a key a transaction that also stores the
+    answer (a PATCH's answer is known only once the row is updated). On SQLite, a write
+    transaction of its own.
     """
     if body.name is None and body.status is None:
         raise MissingUpdateFields()
     if not storable(integration_id):
         raise NotFound()
+    request = UpdateRequest(
+        scope=principal.scope,
+        integration_id=integration_id,
+        name=body.name,
+        status=body.status,
+        if_match=if_match,
+        event=EventDraft.new(origin),
+        keyed=keyed,
+    )
 
-    async def update(conn: Connection) -> Answer:
-        event = EventDraft.new(origin)
-        outcome = await repository.update(
-            conn,
-            scope=principal.scope,
-            integration_id=integration_id,
-            name=body.name,
-            status=body.status,
-            updatable_type=CUSTOM_ORDERS,
-            if_match=if_match,
-            event=event,
-        )
-        if outcome.type is None:
-            raise NotFound()
-        if outcome.updated is None:
-            # 412 comes before the type (CONTRACT 3.2). The version read may already be
-            # stale (a concurrent PATCH): the 412 gives the one there is now.
-            if if_match is not None and (
-                outcome.version not in if_match or outcome.type == CUSTOM_ORDERS
-            ):
-                now = await repository.current_version(conn, integration_id=integration_id)
-                raise PreconditionFailed(etag(now if now is not None else outcome.version or 0))
-            raise InvalidIntegrationType()
-        return written(200, outcome.updated)
-
-    async def write(lock_wait: float | None) -> tuple[Answer, bool]:
-        if keyed is None:
-            async with db.single_statement_write() as conn:
-                return await update(conn), False
+    async def write(lock_wait: float | None) -> batching.PatchResult:
+        if db.dialect == "postgresql":
+            return await batching.update(db, request)
         async with db.transaction(write=True, lock_wait=lock_wait) as conn:
-            replay = await store.recall_for_write(conn, keyed)
-            if replay is not None:
-                return replay, True
-            answer = replace(await update(conn), stored_at=keyed.now)
-            await store.remember(conn, keyed, answer)
-            return answer, False
+            if keyed is not None:
+                replay = await store.recall_for_write(conn, keyed)
+                if replay is not None:
+                    return None, replay
+            outcome = await repository.update(conn, request, updatable_type=CUSTOM_ORDERS)
+            answer = batching.stored_answer(keyed, outcome)
+            if keyed is not None and answer is not None:
+                await store.remember(conn, keyed, answer)
+            return outcome, answer
 
-    return await store.run_keyed(db, keyed, write)
+    outcome, stored = await store.run_keyed(db, keyed, write)
+    if outcome is None:
+        assert stored is not None
+        return stored, True
+    if outcome.type is None:
+        raise NotFound()
+    if outcome.updated is None:
+        # 412 comes before the type (CONTRACT 3.2). The version read may already be stale (a
+        # concurrent PATCH): the 412 gives the one there is now.
+        if if_match is not None and (
+            outcome.version not in if_match or outcome.type == CUSTOM_ORDERS
+        ):
+            async with db.connection() as conn:
+                now = await repository.current_version(conn, integration_id=integration_id)
+            raise PreconditionFailed(etag(now if now is not None else outcome.version or 0))
+        raise InvalidIntegrationType()
+    return (stored if stored is not None else written(200, outcome.updated)), False

@@ -190,60 +190,101 @@ ORGANISATION: dict[ScopeKind, str] = {kind: _organisation(kind, "$1", "$2") for 
 # --- writes -------------------------------------------------------------------------------
 
 
-def _create(kind: ScopeKind) -> str:
-    """Check the organisation's scope and its merchants, insert the integration (version 1),
-    its merchant rows, the count increments and, for a request with an Idempotency-Key, its
-    answer: all or nothing, one statement.
+def _prefixed(alias: str, columns: str) -> str:
+    """`a, b` as `alias.a, alias.b`."""
+    return ", ".join(f"{alias}.{column}" for column in columns.split(", "))
 
-    $1 id, $2 organisation id, $3 name, $4 status, $5 created_at, $6 merchant ids (in order),
-    $7 count shard, $8 scope id (the organisation is looked up as ORGANISATION does, unless
-    the key already has an answer); the key: $9 owner (NULL: no key), $10 key, $11 fingerprint,
-    and the answer to store: $12 body, $13 Location, $14 ETag; the event (CONTRACT 3.4, left
-    for the sequencer to number, timed by the database's clock as updates' are): $15 id, $16
-    request id, $17 Idempotency-Key or NULL, $18 actor type, $19 its `data`. Answers
-    (organisation found, every merchant its own) and the answer already stored under the key
-    (store.COLUMNS, NULL when there is none), in which case nothing was written.
+
+def _create(kind: ScopeKind) -> str:
+    """Creates, any number in one statement (group commit, `integrations/batching.py`): for
+    each, check the organisation's scope and its merchants, insert the integration (version
+    1), its merchant rows, its event and, for a request with an Idempotency-Key, its answer;
+    and add each organisation's and partner's new integrations to their counts. Each create
+    is all or nothing on its own: one that is refused writes nothing and the others go on;
+    the statement as a whole is atomic, one round trip and one commit.
+
+    One row per create, in each array at the same place; the arrays of one statement are
+    equally long: $1 ids, $2 organisation ids, $3 names, $4 statuses, $5 created_at, $6 scope
+    ids (the organisation is looked up as ORGANISATION does, unless the key already has an
+    answer); the key: $7 owners (NULL: no key), $8 keys, $9 fingerprints, and the answer to
+    store: $10 bodies, $11 Locations, $12 ETags; the event (CONTRACT 3.4, left for the
+    sequencer to number, timed by the database's clock as updates' are): $13 ids, $14 request
+    ids, $15 Idempotency-Keys, $16 actor types, $17 `data`. The merchants, flat: $18 the place
+    of the create each belongs to (1-based), $19 its position, $20 the merchant id. $21 the
+    count shard of the whole statement.
+
+    The counts are added once per organisation and per partner, in the order of their ids,
+    organisations first (`partner_count` waits on `org_count`): concurrent statements take the
+    shard rows they share in the same order, so they queue instead of deadlocking.
+
+    Answers one row per create, in order: (organisation found, every merchant its own) and the
+    answer already stored under its key (store.COLUMNS, NULLs when there is none), in which
+    case it wrote nothing.
     """
     return f"""
-WITH stored AS (
-    SELECT {store.COLUMNS} FROM idempotency_keys WHERE owner = $9 AND key = $10
+WITH req AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                         $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[],
+                         $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+                         $16::text[], $17::text[])
+        WITH ORDINALITY AS r(id, organisation_id, name, status, created_at, scope_id, owner, key,
+                             fingerprint, body, location, etag, event_id, request_id,
+                             idempotency_key, actor_type, event_data, n)
+), wanted AS (
+    SELECT * FROM unnest($18::bigint[], $19::integer[], $20::text[]) AS w(n, position, merchant_id)
+), stored AS (
+    SELECT r.n, {_prefixed("k", store.COLUMNS)}
+    FROM req r JOIN idempotency_keys k ON k.owner = r.owner AND k.key = r.key
 ), org AS (
-    SELECT * FROM ({_organisation(kind, "$2", "$8")}) o WHERE NOT EXISTS (SELECT 1 FROM stored)
+    SELECT r.n, o.id, o.partner_id
+    FROM req r CROSS JOIN LATERAL ({_organisation(kind, "r.organisation_id", "r.scope_id")}) o
+    WHERE NOT EXISTS (SELECT 1 FROM stored s WHERE s.n = r.n)
 ), ok AS (
-    SELECT (SELECT count(*) FROM merchants
-            WHERE organisation_id = org.id AND id = ANY($6::text[])) = cardinality($6::text[])
-           AS merchants_ok
-    FROM org
+    SELECT org.n, org.id, org.partner_id FROM org
+    WHERE (SELECT count(*) FROM wanted w JOIN merchants m
+             ON m.id = w.merchant_id AND m.organisation_id = org.id
+           WHERE w.n = org.n) = (SELECT count(*) FROM wanted w WHERE w.n = org.n)
 ), ins AS (
     INSERT INTO integrations (id, organisation_id, partner_id, name, type, status, created_at)
-    SELECT $1, org.id, org.partner_id, $3, 'CUSTOM_ORDERS', $4, $5 FROM org, ok
-    WHERE ok.merchants_ok
+    SELECT r.id, ok.id, ok.partner_id, r.name, 'CUSTOM_ORDERS', r.status, r.created_at
+    FROM ok JOIN req r ON r.n = ok.n
     RETURNING id, organisation_id, partner_id
+), made AS (
+    SELECT r.*, ins.partner_id FROM ins JOIN req r ON r.id = ins.id
 ), links AS (
     INSERT INTO integration_merchants (integration_id, position, merchant_id, organisation_id)
-    SELECT ins.id, m.ord - 1, m.merchant_id, ins.organisation_id
-    FROM ins, unnest($6::text[]) WITH ORDINALITY AS m(merchant_id, ord)
+    SELECT made.id, w.position, w.merchant_id, made.organisation_id
+    FROM made JOIN wanted w ON w.n = made.n
 ), org_count AS (
     INSERT INTO organisation_integration_counts AS c (organisation_id, shard, n)
-    SELECT ins.organisation_id, $7, 1 FROM ins
-    ON CONFLICT (organisation_id, shard) DO UPDATE SET n = c.n + 1
+    SELECT made.organisation_id, $21, count(*) FROM made
+    GROUP BY made.organisation_id ORDER BY made.organisation_id
+    ON CONFLICT (organisation_id, shard) DO UPDATE SET n = c.n + excluded.n
+    RETURNING 1
 ), partner_count AS (
     INSERT INTO partner_integration_counts AS c (partner_id, shard, n)
-    SELECT ins.partner_id, $7, 1 FROM ins WHERE ins.partner_id IS NOT NULL
-    ON CONFLICT (partner_id, shard) DO UPDATE SET n = c.n + 1
+    SELECT made.partner_id, $21, count(*) FROM made
+    WHERE made.partner_id IS NOT NULL AND (SELECT count(*) FROM org_count) > 0
+    GROUP BY made.partner_id ORDER BY made.partner_id
+    ON CONFLICT (partner_id, shard) DO UPDATE SET n = c.n + excluded.n
 ), remembered AS (
     INSERT INTO idempotency_keys
         (owner, key, fingerprint, created_at, status_code, body, location, etag)
-    SELECT $9, $10, $11, $5, 201, $12, $13, $14 FROM ins WHERE $9::text IS NOT NULL
+    SELECT made.owner, made.key, made.fingerprint, made.created_at, 201, made.body,
+           made.location, made.etag
+    FROM made WHERE made.owner IS NOT NULL
 ), event AS (
     INSERT INTO events (id, created_at, type, organisation_id, partner_id, integration_id, data,
                         request_id, idempotency_key, actor_type)
-    SELECT $15, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
-           'integration.created', ins.organisation_id, ins.partner_id, ins.id, $19, $16, $17, $18
-    FROM ins
+    SELECT made.event_id, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
+           'integration.created', made.organisation_id, made.partner_id, made.id,
+           made.event_data, made.request_id, made.idempotency_key, made.actor_type
+    FROM made
 )
-SELECT EXISTS (SELECT 1 FROM org), COALESCE((SELECT merchants_ok FROM ok), false), stored.*
-FROM (SELECT 1) one LEFT JOIN stored ON true
+SELECT EXISTS (SELECT 1 FROM org WHERE org.n = r.n), EXISTS (SELECT 1 FROM ok WHERE ok.n = r.n),
+       {_prefixed("s", store.COLUMNS)}
+FROM req r LEFT JOIN stored s ON s.n = r.n
+ORDER BY r.n
 """
 
 
@@ -273,42 +314,71 @@ _UPDATE_TARGET: dict[ScopeKind, str] = {
 
 
 def _update(kind: ScopeKind) -> str:
-    """Set each given field (NULL keeps the stored value) of an integration of the updatable
-    type whose version If-Match allows, in one UPDATE, and add 1 to its version if a value
-    changed. Two concurrent PATCHes of different fields both land: the later one re-reads the
-    row after the first commits, finds the version moved on and changes nothing, and the
-    repository runs it again (so a stale If-Match never overwrites, and the event's
-    `previous_attributes` are always the values this update replaced).
+    """PATCHes, any number in one statement (group commit, `integrations/batching.py`), each
+    of a different integration: set each given field (NULL keeps the stored value) of an
+    integration of the updatable type whose version If-Match allows, and add 1 to its version
+    if a value changed. Each is all or nothing on its own.
+
+    The rows are locked in the order of their ids before any is changed (`locked`), so
+    concurrent statements that share rows queue instead of deadlocking. A row that a
+    concurrent update changed between this statement's read and its lock is left unchanged
+    (`i.version = target.version`), and the repository runs that PATCH again: so a stale
+    If-Match never overwrites, and the event's `previous_attributes` are always the values
+    this update replaced.
 
     A change records its event (CONTRACT 3.4, left for the sequencer to number): `data` is the
     integration after, as the API represents it (`represent`; a test holds the two equal), and
-    the values it changed, as they were.
+    the values it changed, as they were; its time is the database's clock once the row is
+    locked, so two updates of one integration are timed in the order they were made.
 
-    $1 id, $2 name or NULL, $3 status or NULL, $4 scope id, $5 the updatable type, $6 the
-    versions If-Match allows (NULL: any); the event: $7 id, $8 request id, $9
-    Idempotency-Key or NULL, $10 actor type (its time: the database's clock once the row is
-    locked, so two updates of one integration are timed in the order they were made). No
-    row: not in scope. Otherwise (the type, the version as read) and the updated integration,
-    or NULLs if nothing changed: another type, or a version If-Match does not allow.
+    One row per PATCH, in each array at the same place: $1 ids, $2 names or NULL, $3 statuses
+    or NULL, $4 scope ids, $5 whether it sent If-Match; the event: $6 ids, $7 request ids, $8
+    Idempotency-Keys or NULL, $9 actor types; the key: $10 owners (NULL: no key), $11 keys.
+    The versions If-Match allows, flat: $12 the place of the PATCH each belongs to (1-based),
+    $13 the version. $14 the updatable type. Answers one row per PATCH, in order: nothing
+    found (NULLs: not in scope), or the type and version as read and the updated integration
+    (NULLs if nothing changed: another type, or a version If-Match does not allow); then the
+    answer already stored under its key (store.COLUMNS, NULLs when there is none), in which
+    case it changed nothing.
     """
+    target = _UPDATE_TARGET[kind].replace("$1", "r.id").replace("$4", "r.scope_id")
     return f"""
-WITH target AS ({_UPDATE_TARGET[kind]}
+WITH req AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::boolean[],
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+        WITH ORDINALITY AS r(id, name, status, scope_id, if_match, event_id, request_id,
+                             idempotency_key, actor_type, owner, key, n)
+), allowed AS (
+    SELECT * FROM unnest($12::bigint[], $13::bigint[]) AS a(n, version)
+), stored AS (
+    SELECT r.n, {_prefixed("k", store.COLUMNS)}
+    FROM req r JOIN idempotency_keys k ON k.owner = r.owner AND k.key = r.key
+), target AS (
+    SELECT r.n, t.*
+    FROM req r CROSS JOIN LATERAL ({target}) t
+    WHERE NOT EXISTS (SELECT 1 FROM stored s WHERE s.n = r.n)
+), locked AS (
+    SELECT i.id FROM integrations i WHERE i.id IN (SELECT id FROM target)
+    ORDER BY i.id FOR UPDATE
 ), upd AS (
-    UPDATE integrations i SET name = COALESCE($2, i.name), status = COALESCE($3, i.status),
+    UPDATE integrations i
+    SET name = COALESCE(r.name, i.name), status = COALESCE(r.status, i.status),
         version = i.version + CASE
-            WHEN COALESCE($2, i.name) = i.name AND COALESCE($3, i.status) = i.status THEN 0
-            ELSE 1 END
-    FROM target
-    WHERE i.id = target.id AND target.type = $5 AND i.version = target.version
-      AND ($6::bigint[] IS NULL OR i.version = ANY($6::bigint[]))
-    RETURNING i.id, i.organisation_id, i.name, i.type, i.status,
+            WHEN COALESCE(r.name, i.name) = i.name AND COALESCE(r.status, i.status) = i.status
+            THEN 0 ELSE 1 END
+    FROM target JOIN req r ON r.n = target.n
+    WHERE (SELECT count(*) FROM locked) > 0
+      AND i.id = target.id AND target.type = $14 AND i.version = target.version
+      AND (NOT r.if_match
+           OR EXISTS (SELECT 1 FROM allowed a WHERE a.n = r.n AND a.version = i.version))
+    RETURNING r.n, i.id, i.organisation_id, i.name, i.type, i.status,
               ARRAY(SELECT m.merchant_id FROM integration_merchants m
                     WHERE m.integration_id = i.id ORDER BY m.position) AS merchant_ids,
               i.version
 ), event AS (
     INSERT INTO events (id, created_at, type, organisation_id, partner_id, integration_id, data,
                         request_id, idempotency_key, actor_type)
-    SELECT $7, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
+    SELECT r.event_id, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
            'integration.updated', upd.organisation_id, target.partner_id, upd.id,
            json_build_object(
                'object', json_build_object(
@@ -321,11 +391,15 @@ WITH target AS ({_UPDATE_TARGET[kind]}
                    'name', CASE WHEN upd.name <> target.name THEN target.name END,
                    'status', CASE WHEN upd.status <> target.status THEN target.status END))
            )::text,
-           $8, $9, $10
-    FROM upd, target
+           r.request_id, r.idempotency_key, r.actor_type
+    FROM upd JOIN target ON target.n = upd.n JOIN req r ON r.n = upd.n
     WHERE upd.version <> target.version
 )
-SELECT target.type, target.version, upd.* FROM target LEFT JOIN upd ON true
+SELECT target.type, target.version, upd.id, upd.organisation_id, upd.name, upd.type, upd.status,
+       upd.merchant_ids, upd.version, {_prefixed("s", store.COLUMNS)}
+FROM req r LEFT JOIN target ON target.n = r.n LEFT JOIN upd ON upd.n = r.n
+LEFT JOIN stored s ON s.n = r.n
+ORDER BY r.n
 """
 
 

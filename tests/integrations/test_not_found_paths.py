@@ -75,8 +75,14 @@ def _path(plan: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class Raw(str):
+    """SQL written out (a typed array)."""
+
+
 def _literal(value: Any) -> str:
-    """A constant of this module as SQL (ids, numbers, NULL, a text array)."""
+    """A constant of this module as SQL (ids, numbers, NULL, a text array, `Raw` SQL)."""
+    if isinstance(value, Raw):
+        return value
     if value is None:
         return "NULL"
     if isinstance(value, int):
@@ -144,12 +150,18 @@ def test_patch_of_another_tenants_integration_takes_the_path_of_a_missing_one(
     matrix_url: str, kind: ScopeKind
 ) -> None:
     outside = _outside(kind, SAME_PARTNER, OTHER_TENANT)
-    event = ("evt_new", "req", None, "organisation")
+    # One PATCH (the statement takes a batch, one array per column), without If-Match or key.
+    event = (["evt_new"], ["req"], [None], ["organisation"])
     runs = [
-        (i, "Renamed", None, SCOPES[kind], "CUSTOM_ORDERS", None, *event)
+        (
+            *([i], ["Renamed"], [None], [SCOPES[kind]], Raw("ARRAY[false]")),
+            *(*event, [None], [None], Raw("ARRAY[]::bigint[]"), Raw("ARRAY[]::bigint[]")),
+            "CUSTOM_ORDERS",
+        )
         for i in [NOWHERE, *outside]
     ]
-    types = "text, text, text, text, text, bigint[], text, text, text, text"
+    types = "text[], text[], text[], text[], boolean[], text[], text[], text[], text[], text[], "
+    types += "text[], bigint[], bigint[], text"
     nowhere, *elsewhere = _paths(matrix_url, sql_postgres.UPDATE[kind], types, runs)
     assert elsewhere == [nowhere] * len(outside)
 
@@ -169,15 +181,20 @@ def test_create_in_another_tenants_organisation_takes_the_path_of_a_missing_one(
     matrix_url: str, kind: ScopeKind
 ) -> None:
     outside = _outside(kind, UNASSIGNED_ORGANISATION, OTHER_ORGANISATION)
+    # One create (the statement takes a batch, one array per column), without a key.
+    no_bytes = Raw("ARRAY[NULL]::bytea[]")
     runs = [
         (
-            *("int_new", o, "New", "ENABLED", 1, ["mrch_a1_1"], 0, SCOPES[kind], *[None] * 6),
-            *("evt_new", "req", None, "organisation", '{"object": {}}'),
+            *(["int_new"], [o], ["New"], ["ENABLED"], Raw("ARRAY[1]::bigint[]"), [SCOPES[kind]]),
+            *([None], [None], no_bytes, no_bytes, [None], [None]),
+            *(["evt_new"], ["req"], [None], ["organisation"], ['{"object": {}}']),
+            *(Raw("ARRAY[1]::bigint[]"), Raw("ARRAY[0]::integer[]"), ["mrch_a1_1"], 0),
         )
         for o in [NOWHERE_ORGANISATION, *outside]
     ]
-    types = "text, text, text, text, bigint, text[], integer, text, text, text, bytea, bytea, "
-    types += "text, text, text, text, text, text, text"
+    types = "text[], text[], text[], text[], bigint[], text[], text[], text[], bytea[], bytea[], "
+    types += "text[], text[], text[], text[], text[], text[], text[], bigint[], integer[], text[], "
+    types += "integer"
     nowhere, *elsewhere = _paths(matrix_url, sql_postgres.CREATE[kind], types, runs)
     assert elsewhere == [nowhere] * len(outside)
 
