@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import orjson
 from bench.procs import BenchError, Server, log
 from bench.report import (
     BARE_GET,
+    BARE_WRITE,
     BASELINE,
     BASELINE_SQLITE,
     CBSTOP,
@@ -46,6 +48,7 @@ CBSTOP_SCENARIOS = (
     "post_replay",
     "patch",
     "patch_if_match",
+    "patch_keyed",
     "mix",
     "events_page",
     "events_page_admin",
@@ -56,12 +59,14 @@ SQLITE_SCENARIOS = (
     "list_org",
     "list_admin",
     "create",
+    "post_keyed",
+    "patch_keyed",
     "events_page",
     "events_page_admin",
 )
 # Issue 10's safe writes (CONTRACT 3.1, 3.2). A baseline build from before them cannot answer
 # as these checks want; on a baseline server such a job is dropped (logged), not fatal.
-SAFE_WRITE_SCENARIOS = ("post_keyed", "post_replay", "patch_if_match")
+SAFE_WRITE_SCENARIOS = ("post_keyed", "post_replay", "patch_if_match", "patch_keyed")
 # Issue 13's audit trail (CONTRACT 3.4): a page of `GET /v1/events`, newest first, over the
 # events bench/events.py wrote after the load; dropped like the safe writes on a baseline
 # build from before it.
@@ -289,6 +294,12 @@ def build_jobs(
         if name == "patch":
             probe = Probe("PATCH", first_patch, world.org_key, {"name": "bench probe"}, 200)
             return Job(server, kind, name, "patch.lua", [world.org_key, custom], probe)
+        if name == "patch_keyed":
+            # A fresh key: 200, not a replay, with its ETag.
+            fresh = {"Idempotency-Key": f"bench-probe-{secrets.token_hex(8)}"}
+            body = {"name": "bench probe"}
+            probe = Probe("PATCH", first_patch, world.org_key, body, 200, fresh, False, True)
+            return Job(server, kind, name, "patch_keyed.lua", [world.org_key, custom], probe)
         if name == "patch_if_match":
             star = {"If-Match": "*"}
             body = {"name": "bench probe"}
@@ -328,6 +339,8 @@ def build_jobs(
         plan += [(PEER, s) for s in PEER_SCENARIOS]
     if BARE_GET in servers:
         plan.append((BARE_GET, "get_one"))
+    if BARE_WRITE in servers:
+        plan.append((BARE_WRITE, "create"))
     if HELLO in servers:
         plan.append((HELLO, "hello"))
     if args.only is not None:
@@ -479,6 +492,23 @@ def scope_count(job: Job) -> int | None:
     if response.status_code != 200:
         raise BenchError(f"{job.server_kind} {job.scenario}: GET {path} {response.status_code}")
     count: int = response.json()["count"]
+    return count
+
+
+def settled_count(job: Job, interval: float = 0.2, patience: float = 5.0) -> int | None:
+    """`scope_count` once the writes of the run before have landed: wrk stops with requests
+    still in flight (a create may be answered after wrk has gone), so the count is read until
+    two reads `interval` apart agree, for `patience` seconds at most."""
+    count = scope_count(job)
+    if count is None:
+        return None
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        again = scope_count(job)
+        if again == count:
+            break
+        count = again
     return count
 
 

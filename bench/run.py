@@ -3,10 +3,10 @@
 For each world size: generate the world file (cached in bench/results/tmp), create a fresh
 PostgreSQL database, `cbstop migrate` + `cbstop load` it (and a SQLite copy for the smaller
 sizes), start every server at once on its own port (cbstop on PostgreSQL and on SQLite, the
-textbook peer, bare get, bare hello; same uvicorn, same worker count), check each scenario
-answers as it should (post_replay first stores the answers it replays), warm each up, then
-run the repeats interleaved (every scenario of every server once per round, the order rotated
-each round) and keep the medians. Results go to bench/results/<stamp>.json, .md and .png;
+textbook peer, bare get, bare write, bare hello; same uvicorn, same worker count), check each
+scenario answers as it should (post_replay first stores the answers it replays), warm each up,
+then run the repeats interleaved (every scenario of every server once per round, the order
+rotated each round) and keep the medians. Results go to bench/results/<stamp>.json, .md and .png;
 see docs/performance.md.
 
 With `--baseline CMD`, another build's `cbstop` serves the same databases beside the current
@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from bench import compare, report
+from bench import ceilings, compare, report
 from bench.events import generate_events
 from bench.jobs import (
     AUTH_FAILURES,
@@ -48,6 +48,7 @@ from bench.jobs import (
     client_for_checks,
     probe,
     scope_count,
+    settled_count,
 )
 from bench.procs import (
     BIN,
@@ -68,6 +69,7 @@ from bench.procs import (
 )
 from bench.report import (
     BARE_GET,
+    BARE_WRITE,
     BASELINE,
     BASELINE_SQLITE,
     CBSTOP,
@@ -113,7 +115,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="wrk threads")
     p.add_argument("--deep-offset", type=int, default=10_000, help="offset of list_deep")
     p.add_argument("--scenarios", default=None, help="only these scenarios (comma list)")
-    p.add_argument("--no-refs", action="store_true", help="skip bare hello / bare get / peer")
+    p.add_argument(
+        "--no-refs", action="store_true", help="skip bare hello / bare get / bare write / peer"
+    )
     p.add_argument("--postgres", default=DEFAULT_POSTGRES, help="server URL, no database")
     p.add_argument("--redis", default=DEFAULT_REDIS, help="the Redis of get_one_redis")
     p.add_argument(
@@ -330,7 +334,7 @@ def _require_redis(url: str) -> None:
 
 
 def _drive(job: Job, wrk: str, args: argparse.Namespace, seconds: int) -> WrkResult:
-    before = scope_count(job)
+    before = settled_count(job)
     result = run_wrk(
         wrk,
         job.server.url,
@@ -402,6 +406,11 @@ def _deliveries(
         f"p99 {row['lag_p99_ms']} ms"
     )
     return {"size": size, "server": kind, **row}
+
+
+def _processes(servers: dict[str, Server]) -> list[Server]:
+    """Each server process once (one may be measured as two kinds: bare get and bare write)."""
+    return list({id(server): server for server in servers.values()}.values())
 
 
 def run_size(
@@ -498,14 +507,17 @@ def run_size(
             ref_env = {"CBSTOP_DATABASE_URL": url, "PYTHONPATH": pythonpath}
             for kind, app in (
                 (PEER, "bench.peers.textbook:app"),
-                (BARE_GET, "bench.refs.bare_get:app"),
+                (BARE_GET, "bench.refs.bare:app"),
                 (HELLO, "bench.refs.hello:app"),
             ):
                 port = free_port()
                 add(kind, _uvicorn(app, port, w), port, ref_env)
-        for server in servers.values():
+            # Bare write is the same process as bare get (one pool, as cbstop's): every server
+            # of the run shares the database's max_connections.
+            servers[BARE_WRITE] = servers[BARE_GET]
+        for server in _processes(servers):
             server.start()
-        for server in servers.values():
+        for server in _processes(servers):
             server.wait_ready()
         log(f"world {size}: servers ready: {', '.join(servers)}")
 
@@ -535,6 +547,8 @@ def run_size(
                 )
         out["measurements"] += [job.measurement for job in jobs]
         for kind, server in servers.items():
+            if kind == BARE_WRITE:
+                continue  # bare get's process
             out["rss"].append({"size": size, "server": kind, "workers_bytes": server.worker_rss()})
         # Last, so its deliveries disturb no round: webhook delivery on each database.
         if not args.no_webhooks and (args.only is None or WEBHOOKS in args.only):
@@ -545,9 +559,9 @@ def run_size(
                     )
     finally:
         started = time.monotonic()
-        for server in servers.values():
+        for server in _processes(servers):
             server.terminate()
-        for server in servers.values():
+        for server in _processes(servers):
             server.stop()
         log(f"world {size}: servers stopped in {time.monotonic() - started:.1f}s")
         drop_database(args.postgres, db_name)
@@ -600,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
         "meta": meta,
         "measurements": [m.to_json() for m in measurements],
         "ratios": [r.to_json() for r in report.compute_ratios(measurements)],
+        "ceilings": [c.to_json() for c in ceilings.compute_ceilings(measurements)],
+        "latency_targets": [t.to_json() for t in ceilings.compute_latency_targets(measurements)],
         "rss": out["rss"],
         "loads": out["loads"],
         "events": out["events"],

@@ -103,7 +103,12 @@ def test_checks_pass_on_an_api_that_replays_and_tags(
     api = FakeApi()
     fake_client(api)
     kept = probe(_safe_writes(tmp_path, CBSTOP))
-    assert [job.scenario for job in kept] == ["post_keyed", "post_replay", "patch_if_match"]
+    assert [job.scenario for job in kept] == [
+        "post_keyed",
+        "post_replay",
+        "patch_if_match",
+        "patch_keyed",
+    ]
     # The keyed probe, then every replay key once: the probe's replays created nothing.
     assert api.created == 1 + REPLAYS
     lines = (tmp_path / f"{CBSTOP}_replays.txt").read_text().splitlines()
@@ -152,3 +157,15 @@ def test_a_baseline_build_without_the_feature_only_loses_those_scenarios(
         baseline, world(), tmp_path, run_args(only={"get_one", *SAFE_WRITE_SCENARIOS})
     )
     assert [job.scenario for job in probe(built)] == ["get_one"]
+
+
+def test_a_count_is_read_once_the_last_run_s_writes_have_landed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = _jobs(tmp_path, CBSTOP)[(CBSTOP, "post_replay")]
+    reads = iter([1324, 1340, 1348, 1348, 9999])
+    monkeypatch.setattr(jobs, "scope_count", lambda _: next(reads))
+    assert jobs.settled_count(job, interval=0) == 1348
+    assert next(reads) == 9999  # it stopped reading once two reads agreed
+    monkeypatch.setattr(jobs, "scope_count", lambda _: None)
+    assert jobs.settled_count(job, interval=0) is None  # a job that may write: no count
