@@ -109,6 +109,12 @@ def vacuum_analyze(url: str) -> None:
         conn.execute("VACUUM ANALYZE")
 
 
+def analyze(url: str) -> None:
+    """Fresh statistics, as autovacuum keeps them on a server where it is on."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+
+
 def cbstop_command() -> list[str]:
     """The `cbstop` command: $CBSTOP_BENCH_CBSTOP if set (another build), else the venv's."""
     override = os.environ.get("CBSTOP_BENCH_CBSTOP")

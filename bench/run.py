@@ -56,6 +56,7 @@ from bench.procs import (
     REPO,
     BenchError,
     Server,
+    analyze,
     build_identity,
     cbstop,
     cbstop_command,
@@ -536,6 +537,13 @@ def run_size(
                 _drive(job, wrk, args, args.warmup)
         units = compare.paired_units(jobs, key=lambda job: (job.server_kind, job.scenario))
         for round_ in range(args.repeats):
+            # What autovacuum would have done by now (it is off on the machines this runs on):
+            # the write scenarios grow one organisation by thousands of integrations, and
+            # with statistics from the load a generic plan checks each merchant row's foreign
+            # key by walking that organisation's page index (docs/performance.md, issue 14).
+            for database in (url, *baseline_urls.values()):
+                if database.startswith("postgresql"):
+                    analyze(database)
             for job in compare.round_order(units, round_):
                 result = _drive(job, wrk, args, args.duration)
                 job.measurement.repeats.append(result)
