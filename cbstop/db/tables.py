@@ -146,7 +146,9 @@ integration_merchants = Table(
         ["merchant_id", "organisation_id"], ["merchants.id", "merchants.organisation_id"]
     ),
     CheckConstraint("position >= 0", name="position"),
-    Index(None, "merchant_id"),
+    # No index on merchant_id: no read goes by merchant, and a merchant is never deleted or
+    # re-keyed (which is what such an index would serve); each one cost every create an
+    # index entry per merchant (migration 0006).
     # Covers reading an integration's merchants in order: an index-only scan, no sort.
     Index("ix_integration_merchants_in_order", "integration_id", "position", "merchant_id"),
 )

@@ -7,7 +7,7 @@ from tests.cli.run import start_cbstop
 from tests.db.schema import schema_differences
 from tests.support import TABLES, query, snapshot
 
-HEAD = "0005"  # the newest migration
+HEAD = "0006"  # the newest migration
 
 
 def test_migrations_build_every_table_from_an_empty_database(empty_database_url: str) -> None:
