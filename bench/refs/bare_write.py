@@ -2,7 +2,7 @@
 
 `POST /v1/integrations` with cbstop's JSON body (`organisation_id`, `name`, `merchant_ids`,
 `status` optional) runs `cbstop.integrations.sql_postgres.CREATE["organisation"]` with the
-arguments `cbstop.integrations.repository.create` gives it for an organisation key's request
+arguments `cbstop.integrations.repository.create_many` gives one organisation key's request
 without an Idempotency-Key: the scope check, the merchant check, the integration, its merchant
 rows, the two count increments and its `integration.created` event, one statement and one
 durable commit, on a connection of cbstop's own pool (`bench/refs/pooled.py`). It answers 201
@@ -46,9 +46,10 @@ _pooled = Pooled()
 
 async def _create(conn: PostgresConnection, new: dict[str, Any], event_data: str) -> Row:
     """cbstop's create statement for one create of an organisation key, no Idempotency-Key,
-    as `repository.create` runs it: its row (organisation found, every merchant its own, then
-    the stored answer's columns: NULL). The statement takes its creates as arrays, one place
-    each (`sql_postgres._create`): here one place, and its merchants flat."""
+    as `repository.create_many` runs a batch of one: its row (organisation found, every
+    merchant its own, then the stored answer's columns: NULL). The statement takes its
+    creates as arrays, one place each (`sql_postgres._create`): here one place, and its
+    merchants flat."""
     merchants: list[str] = new["merchant_ids"]
     rows = await conn.fetch(
         sql_postgres.CREATE["organisation"],

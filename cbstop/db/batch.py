@@ -15,8 +15,9 @@ from failing the others is `run`'s business (`integrations/batching.py`).
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 I = TypeVar("I")  # noqa: E741 - a write, as the gatherer's user describes it
@@ -27,7 +28,8 @@ class Gatherer(Generic[I, R]):
     """Writes of one kind, run in batches of up to `limit`, at most `flights` at a time.
 
     `apart(write)` names what two writes of one batch must not share (the row a PATCH
-    changes, an Idempotency-Key): the second waits for the next batch. None: nothing.
+    changes, an Idempotency-Key): a write that shares a mark with one already in the batch
+    waits for the next.
     """
 
     def __init__(
@@ -36,7 +38,7 @@ class Gatherer(Generic[I, R]):
         *,
         limit: int = 64,
         flights: int = 2,
-        apart: Callable[[I], Hashable | None] | None = None,
+        apart: Callable[[I], Iterable[Hashable]] | None = None,
     ) -> None:
         self._run = run
         self._limit = limit
@@ -44,7 +46,7 @@ class Gatherer(Generic[I, R]):
         self._apart = apart
         self._waiting: deque[tuple[I, asyncio.Future[R]]] = deque()
         self._flying = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Sequence[R | BaseException]]] = set()
         self.batches = 0  # batches run, for tests and metrics
         self.largest = 0
 
@@ -64,12 +66,11 @@ class Gatherer(Generic[I, R]):
             write, future = self._waiting.popleft()
             if future.done():  # its request was cancelled before it went: nothing to write
                 continue
-            mark = None if self._apart is None else self._apart(write)
-            if mark is not None:
-                if mark in held:
-                    later.append((write, future))
-                    continue
-                held.add(mark)
+            marks = () if self._apart is None else tuple(self._apart(write))
+            if any(mark in held for mark in marks):
+                later.append((write, future))
+                continue
+            held.update(marks)
             batch.append((write, future))
         self._waiting.extendleft(reversed(later))
         if not batch:
@@ -77,20 +78,48 @@ class Gatherer(Generic[I, R]):
         self._flying += 1
         self.batches += 1
         self.largest = max(self.largest, len(batch))
-        task = asyncio.get_running_loop().create_task(self._fly(batch))
+        task = asyncio.get_running_loop().create_task(self._fly([write for write, _ in batch]))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # The outcome is handed out by a callback, not by the task itself: a task cancelled
+        # before its first step (the loop shutting down) runs no code of its own.
+        task.add_done_callback(lambda done: self._landed(batch, done))
+        for _, future in batch:
+            future.add_done_callback(lambda _: self._abandoned(batch, task))
 
-    async def _fly(self, batch: list[tuple[I, asyncio.Future[R]]]) -> None:
+    def _abandoned(
+        self,
+        batch: list[tuple[I, asyncio.Future[R]]],
+        task: asyncio.Task[Sequence[R | BaseException]],
+    ) -> None:
+        """Once every write of a running batch has been cancelled (the drain timeout cut
+        their requests short), nobody needs it: cancel it, so its statement is cancelled and
+        rolled back as a lone write's would be, instead of committing after its requests
+        were answered 503. A batch that still serves one write goes on."""
+        if not task.done() and all(future.cancelled() for _, future in batch):
+            task.cancel()
+
+    async def _fly(self, writes: list[I]) -> Sequence[R | BaseException]:
+        return await self._run(writes)
+
+    def _landed(
+        self,
+        batch: list[tuple[I, asyncio.Future[R]]],
+        task: asyncio.Task[Sequence[R | BaseException]],
+    ) -> None:
+        self._tasks.discard(task)
+        self._flying -= 1
+        if task.cancelled():
+            for _, future in batch:
+                future.cancel()
+            return  # the loop is going away: launch nothing more
         outcomes: Sequence[R | BaseException]
-        try:
-            outcomes = await self._run([write for write, _ in batch])
+        failure = task.exception()
+        if failure is None:
+            outcomes = task.result()
             if len(outcomes) != len(batch):
-                raise AssertionError(f"{len(outcomes)} outcomes for {len(batch)} writes")
-        except BaseException as exc:
-            outcomes = [exc] * len(batch)
-        finally:
-            self._flying -= 1
+                failure = AssertionError(f"{len(outcomes)} outcomes for {len(batch)} writes")
+        if failure is not None:
+            outcomes = [each(failure) for _ in batch]
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
@@ -102,3 +131,15 @@ class Gatherer(Generic[I, R]):
                 future.set_result(outcome)
         while self._waiting and self._flying < self._flights:
             self._launch()
+
+
+def each(exc: BaseException) -> BaseException:
+    """A copy of `exc` (same class, arguments and cause) for one of several writes it failed:
+    one exception object raised in many requests would gather all their tracebacks."""
+    try:
+        copied = copy.copy(exc)
+    except Exception:
+        return exc
+    copied.__cause__ = exc.__cause__
+    copied.__traceback__ = None
+    return copied

@@ -27,20 +27,15 @@ class UniqueViolation(Exception):
     constraint): the unit of work rolled back, and may be run again."""
 
 
-# SQLSTATEs of a statement that a concurrent writer made the server refuse, rolled back whole:
-# deadlock_detected, serialization_failure, lock_not_available.
-CONFLICT_STATES = frozenset({"40P01", "40001", "55P03"})
-
-
-def conflict(exc: BaseException) -> bool:
-    """Whether a unit of work failed on a concurrent writer and was rolled back by the server
-    (so it can run again): a unique key taken (`UniqueViolation`), a lock wait run out, a
-    deadlock or serialization failure. Not a lost connection, after which a commit may or may
-    not have happened."""
+def rolled_back(exc: BaseException) -> bool:
+    """Whether a unit of work failed with the database's own refusal, so that nothing of it
+    was committed and it can run again: a unique key taken (`UniqueViolation`), or any error
+    the server reported (a SQLSTATE on the exception or its cause: a deadlock, a lock wait or
+    the statement's time run out, a constraint). Not a lost connection or a client-side
+    timeout, after which a commit may or may not have happened."""
     if isinstance(exc, UniqueViolation):
         return True
-    cause = exc.__cause__
-    return cause is not None and getattr(cause, "sqlstate", None) in CONFLICT_STATES
+    return any(getattr(e, "sqlstate", None) for e in (exc, exc.__cause__) if e is not None)
 
 
 class Row(Protocol):

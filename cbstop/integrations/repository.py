@@ -1,9 +1,10 @@
 """Integrations storage: runs the statements of `sql_postgres` or `sql_sqlite`, returns rows.
 
 Every statement filters by the caller's scope, so an integration outside it is, to the
-caller, exactly one that does not exist. On PostgreSQL each read and write is one
-statement; on SQLite (no data-modifying CTEs) a write is several statements inside the
-caller's write transaction.
+caller, exactly one that does not exist. On PostgreSQL each read is one statement, and so
+is each batch of writes (`create_many`, `update_many`: one row per write); on SQLite (no
+data-modifying CTEs) a write is several statements inside the caller's write transaction
+(`create`, `update`).
 """
 
 from __future__ import annotations
@@ -120,16 +121,42 @@ CreateResult = tuple[CreateOutcome, Answer | None]
 
 
 async def create(conn: Connection, request: CreateRequest) -> CreateResult:
-    """Insert the integration if its organisation is in scope and owns every merchant, its
-    event, and store the answer under the request's key, all in one unit of work; or, if the
-    key already has this request's answer, write nothing and return it (`store.stored` raises
-    for another request's, or an expired one)."""
-    if conn.dialect == "postgresql":
-        (result,) = await create_many(conn, [request], shard=random.randrange(COUNT_SHARDS))
-        if isinstance(result, BaseException):
-            raise result
-        return result
-    return await _create_sqlite(conn, request)
+    """SQLite: insert the integration if its organisation is in scope and owns every
+    merchant, its event, and store the answer under the request's key, as statements inside
+    the caller's write transaction; or, if the key already has this request's answer, write
+    nothing and return it (`store.stored` raises for another request's, or an expired one).
+    PostgreSQL's creates go in batches: `create_many`."""
+    new, event, keyed = request.new, request.event, request.keyed
+    origin = event.origin
+    if keyed is not None:
+        replay = await store.recall_for_write(conn, keyed)
+        if replay is not None:
+            return CreateOutcome.REPLAYED, replay
+    scope = request.scope
+    org = await conn.fetchrow(lite.ORGANISATION[scope.kind], new.organisation_id, scope.id)
+    if org is None:
+        return CreateOutcome.NO_ORGANISATION, None
+    owned = await conn.fetchval(
+        lite.MERCHANTS_OWNED, new.organisation_id, orjson.dumps(new.merchant_ids).decode()
+    )
+    if owned != len(new.merchant_ids):
+        return CreateOutcome.INVALID_MERCHANTS, None
+    await _sqlite_insert(conn, new=new, partner_id=org[1], shard=random.randrange(COUNT_SHARDS))
+    seq, now = await next_seq_sqlite(conn)
+    await conn.execute(
+        lite.INSERT_CREATED_EVENT,
+        event.id,
+        seq,
+        now,
+        new.id,
+        request.event_data,
+        origin.request_id,
+        origin.idempotency_key,
+        origin.actor_type,
+    )
+    if keyed is not None and request.answer is not None:
+        await store.remember(conn, keyed, request.answer)
+    return CreateOutcome.CREATED, None
 
 
 async def create_many(
@@ -190,41 +217,6 @@ def _created(*, found: bool, merchants_ok: bool) -> CreateOutcome:
     return CreateOutcome.CREATED
 
 
-async def _create_sqlite(conn: Connection, request: CreateRequest) -> CreateResult:
-    """`create` on SQLite: its steps as statements inside the caller's write transaction."""
-    new, event, keyed = request.new, request.event, request.keyed
-    origin = event.origin
-    if keyed is not None:
-        replay = await store.recall_for_write(conn, keyed)
-        if replay is not None:
-            return CreateOutcome.REPLAYED, replay
-    scope = request.scope
-    org = await conn.fetchrow(lite.ORGANISATION[scope.kind], new.organisation_id, scope.id)
-    if org is None:
-        return CreateOutcome.NO_ORGANISATION, None
-    owned = await conn.fetchval(
-        lite.MERCHANTS_OWNED, new.organisation_id, orjson.dumps(new.merchant_ids).decode()
-    )
-    if owned != len(new.merchant_ids):
-        return CreateOutcome.INVALID_MERCHANTS, None
-    await _sqlite_insert(conn, new=new, partner_id=org[1], shard=random.randrange(COUNT_SHARDS))
-    seq, now = await next_seq_sqlite(conn)
-    await conn.execute(
-        lite.INSERT_CREATED_EVENT,
-        event.id,
-        seq,
-        now,
-        new.id,
-        request.event_data,
-        origin.request_id,
-        origin.idempotency_key,
-        origin.actor_type,
-    )
-    if keyed is not None and request.answer is not None:
-        await store.remember(conn, keyed, request.answer)
-    return CreateOutcome.CREATED, None
-
-
 def _key_args(keyed: Keyed | None, answer: Answer | None) -> tuple[object, ...]:
     """A create's key (owner NULL: none) and the answer to store under it."""
     if keyed is None or answer is None:
@@ -277,45 +269,64 @@ class UpdateRequest:
 
 
 async def update(conn: Connection, request: UpdateRequest, *, updatable_type: str) -> UpdateOutcome:
-    """Update an integration in the scope if it is of `updatable_type` and its version is
-    one If-Match allows, and record its event if a value changed. (PostgreSQL: a request
-    with a key must go through `update_many`, which tells its stored answer.)"""
-    if conn.dialect == "postgresql":
-        (result,) = await update_many(conn, [request], updatable_type=updatable_type)
-        if isinstance(result, BaseException):
-            raise result
-        assert isinstance(result, UpdateOutcome)
-        return result
-    return await _update_sqlite(conn, request, updatable_type=updatable_type)
+    """SQLite: update an integration in the scope if it is of `updatable_type` and its
+    version is one If-Match allows, and record its event if a value changed, as statements
+    inside the caller's write transaction. PostgreSQL's PATCHes go in batches:
+    `update_many`."""
+    scope, integration_id, if_match = request.scope, request.integration_id, request.if_match
+    event = request.event
+    origin = event.origin
+    target = await conn.fetchrow(lite.TARGET[scope.kind], integration_id, scope.id)
+    if target is None:
+        return UpdateOutcome(None, None, None)
+    found_type, version, old_name, old_status = target[0], target[1], target[2], target[3]
+    if found_type != updatable_type or (if_match is not None and version not in if_match):
+        return UpdateOutcome(found_type, version, None)
+    await conn.execute(lite.UPDATE, integration_id, request.name, request.status)
+    updated = await get(conn, scope=scope, integration_id=integration_id)
+    if updated is not None and updated.version != version:
+        previous = {
+            key: was
+            for key, was, now in (
+                ("name", old_name, updated.name),
+                ("status", old_status, updated.status),
+            )
+            if was != now
+        }
+        seq, now = await next_seq_sqlite(conn)
+        await conn.execute(
+            lite.INSERT_UPDATED_EVENT,
+            event.id,
+            seq,
+            now,
+            integration_id,
+            orjson.dumps(previous).decode(),
+            origin.request_id,
+            origin.idempotency_key,
+            origin.actor_type,
+        )
+    return UpdateOutcome(found_type, version, updated)
 
 
 async def update_many(
     conn: Connection, requests: Sequence[UpdateRequest], *, updatable_type: str
-) -> list[UpdateOutcome | Answer | Exception]:
+) -> list[UpdateOutcome | Answer | Exception | None]:
     """PostgreSQL: every PATCH of `requests` (one scope kind, each of another integration) in
     one statement, each all or nothing on its own: its `UpdateOutcome`, or the answer already
     stored under its key (nothing changed), or the exception `store.stored` raised for its
-    key. A PATCH whose row a concurrent update changed between the statement's read and its
-    lock changed nothing; it runs again, in a statement of its own, on the row as it is now."""
+    key; or None for a PATCH whose row a concurrent update changed between the statement's
+    read and its lock, which changed nothing and is to run again, after this statement's
+    commit, on the row as it is then."""
     kind = requests[0].scope.kind
-    results: list[UpdateOutcome | Answer | Exception | None] = [None] * len(requests)
-    pending = list(range(len(requests)))
-    while pending:
-        batch = [requests[i] for i in pending]
-        rows = await conn.fetch(pg.UPDATE[kind], *_update_args(batch), updatable_type)
-        again = []
-        for place, request, row in zip(pending, batch, rows, strict=True):
-            result = _updated(request, row, updatable_type)
-            if result is None:
-                again.append(place)
-            else:
-                results[place] = result
-        pending = again
-    return [r for r in results if r is not None]
+    rows = await conn.fetch(pg.UPDATE[kind], *_update_args(requests), updatable_type)
+    return [
+        _updated(request, row, updatable_type) for request, row in zip(requests, rows, strict=True)
+    ]
 
 
 def _update_args(requests: Sequence[UpdateRequest]) -> list[list[Any]]:
-    """UPDATE's $1-$13 for `requests`: one array per column, then the allowed versions, flat."""
+    """UPDATE's $1-$13 for `requests`: one array per column, then the allowed versions, flat
+    ($14, the updatable type, is the caller's)."""
     columns: list[list[Any]] = [[] for _ in range(11)]
     allowed_of: list[int] = []
     allowed: list[int] = []
@@ -363,45 +374,6 @@ def _updated(
     ):
         return UpdateOutcome(found_type, version, None)
     return None
-
-
-async def _update_sqlite(
-    conn: Connection, request: UpdateRequest, *, updatable_type: str
-) -> UpdateOutcome:
-    """`update` on SQLite: its steps as statements inside the caller's write transaction."""
-    scope, integration_id, if_match = request.scope, request.integration_id, request.if_match
-    event = request.event
-    origin = event.origin
-    target = await conn.fetchrow(lite.TARGET[scope.kind], integration_id, scope.id)
-    if target is None:
-        return UpdateOutcome(None, None, None)
-    found_type, version, old_name, old_status = target[0], target[1], target[2], target[3]
-    if found_type != updatable_type or (if_match is not None and version not in if_match):
-        return UpdateOutcome(found_type, version, None)
-    await conn.execute(lite.UPDATE, integration_id, request.name, request.status)
-    updated = await get(conn, scope=scope, integration_id=integration_id)
-    if updated is not None and updated.version != version:
-        previous = {
-            key: was
-            for key, was, now in (
-                ("name", old_name, updated.name),
-                ("status", old_status, updated.status),
-            )
-            if was != now
-        }
-        seq, now = await next_seq_sqlite(conn)
-        await conn.execute(
-            lite.INSERT_UPDATED_EVENT,
-            event.id,
-            seq,
-            now,
-            integration_id,
-            orjson.dumps(previous).decode(),
-            origin.request_id,
-            origin.idempotency_key,
-            origin.actor_type,
-        )
-    return UpdateOutcome(found_type, version, updated)
 
 
 async def current_version(conn: Connection, *, integration_id: str) -> int | None:

@@ -1,8 +1,11 @@
 """Integrations SQL for PostgreSQL: every statement whole, as it runs.
 
-Each read and each write is one statement: atomic on its own, one round trip, no
-BEGIN/COMMIT. Sessions use generic plans (`plan_cache_mode = force_generic_plan`), so every
-statement is shaped to plan well without its parameters' values:
+Each read is one statement: atomic on its own, one round trip, no BEGIN/COMMIT. So is each
+batch of writes (`integrations/batching.py`: creates, or PATCHes, gathered from the requests
+of the moment), one row per write in arrays; a batch of PATCHes with Idempotency-Keys adds
+the keys' answers in the same transaction. Sessions use generic plans
+(`plan_cache_mode = force_generic_plan`), so every statement is shaped to plan well without
+its parameters' values:
 
 - An integration outside the key's scope and one that exists nowhere take the same path,
   so their 404s take the same time (CONTRACT; `python -m bench.timing` measures it). When
@@ -30,7 +33,9 @@ statement is shaped to plan well without its parameters' values:
 - `count` is a sum of at most 8 shard rows per owner (`*_integration_counts`), read in the
   same statement as the page, so both come from one snapshot.
 
-The dicts below hold one statement per scope kind, each written whole.
+The dicts below hold one statement per scope kind, each written whole. The batches' begin
+with a comment that names them, so an operator can tell them apart in `pg_stat_activity`
+(whose `query` keeps only the first 1,024 bytes by default).
 """
 
 from __future__ import annotations
@@ -214,14 +219,16 @@ def _create(kind: ScopeKind) -> str:
     count shard of the whole statement.
 
     The counts are added once per organisation and per partner, in the order of their ids,
-    organisations first (`partner_count` waits on `org_count`): concurrent statements take the
-    shard rows they share in the same order, so they queue instead of deadlocking.
+    organisations first (`partner_count` waits on `org_count`), and the keys' answers in the
+    order of the keys: concurrent statements take the rows they share in the same order, so
+    they queue instead of deadlocking.
 
     Answers one row per create, in order: (organisation found, every merchant its own) and the
     answer already stored under its key (store.COLUMNS, NULLs when there is none), in which
     case it wrote nothing.
     """
     return f"""
+/* cbstop integrations.create: one row per create */
 WITH req AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
                          $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[],
@@ -273,6 +280,7 @@ WITH req AS (
     SELECT made.owner, made.key, made.fingerprint, made.created_at, 201, made.body,
            made.location, made.etag
     FROM made WHERE made.owner IS NOT NULL
+    ORDER BY made.owner, made.key
 ), event AS (
     INSERT INTO events (id, created_at, type, organisation_id, partner_id, integration_id, data,
                         request_id, idempotency_key, actor_type)
@@ -343,6 +351,7 @@ def _update(kind: ScopeKind) -> str:
     """
     target = _UPDATE_TARGET[kind].replace("$1", "r.id").replace("$4", "r.scope_id")
     return f"""
+/* cbstop integrations.update: one row per PATCH */
 WITH req AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::boolean[],
                          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
@@ -359,7 +368,7 @@ WITH req AS (
     WHERE NOT EXISTS (SELECT 1 FROM stored s WHERE s.n = r.n)
 ), locked AS (
     SELECT i.id FROM integrations i WHERE i.id IN (SELECT id FROM target)
-    ORDER BY i.id FOR UPDATE
+    ORDER BY i.id FOR NO KEY UPDATE
 ), upd AS (
     UPDATE integrations i
     SET name = COALESCE(r.name, i.name), status = COALESCE(r.status, i.status),

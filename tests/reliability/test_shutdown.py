@@ -26,6 +26,7 @@ import pytest
 import uvicorn
 
 from cbstop.db.database import sqlite_path
+from cbstop.integrations.batching import FLIGHTS
 from cbstop.world.loader import load_world
 from tests.conftest import _require_postgres
 from tests.integrations.helpers import secret, world
@@ -128,13 +129,16 @@ def drain_url(database_maker: DatabaseMaker) -> Iterator[str]:
 
 
 def _waiting_on_locks(url: str) -> int:
-    """PATCHes of this database stuck behind the row lock (the load's POSTs may queue
-    behind them too, and must not be mistaken for them)."""
+    """Statements of PATCHes of this database stuck behind the row lock (the load's POSTs
+    may queue behind them too, and must not be mistaken for them). PATCHes of one
+    integration never share a statement, and a worker runs at most
+    `batching.FLIGHTS` of them at once: the rest wait in the worker."""
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity "
             "WHERE application_name = 'cbstop' AND wait_event_type = 'Lock' "
-            "AND datname = current_database() AND query LIKE '%UPDATE integrations%'"
+            "AND datname = current_database() "
+            "AND query LIKE '%/* cbstop integrations.update:%'"
         ).fetchone()
     return int(row[0]) if row else 0
 
@@ -169,10 +173,13 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(drain_url: str, workers: 
             stuck = [threading.Thread(target=patch, args=(c,)) for c in clients]
             for thread in stuck:
                 thread.start()
+            # Every PATCH is in flight, none answered: a worker's first FLIGHTS of them wait
+            # on the lock in the database, the rest in the worker behind those.
             deadline = time.monotonic() + 10
-            while _waiting_on_locks(drain_url) < IN_FLIGHT and time.monotonic() < deadline:
+            while _waiting_on_locks(drain_url) < FLIGHTS and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert _waiting_on_locks(drain_url) == IN_FLIGHT
+            assert _waiting_on_locks(drain_url) >= FLIGHTS
+            assert not patched, patched
             time.sleep(0.3)  # load runs alongside the stuck requests
             terminated = time.monotonic()
             server.signal(signal.SIGTERM)
