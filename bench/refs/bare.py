@@ -13,20 +13,19 @@ from __future__ import annotations
 
 from bench.refs import bare_get, bare_write
 from bench.refs.pooled import Pooled, Receive, Scope, Send, respond
+from cbstop.db.postgres import PostgresDatabase
 
 _pooled = Pooled()
 
 
-async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] == "lifespan":
-        await _pooled.lifespan(receive, send)
-        return
-    if scope["type"] != "http":
-        return
+async def _http(db: PostgresDatabase, scope: Scope, receive: Receive, send: Send) -> None:
     path: str = scope["path"]
     if scope["method"] == "GET" and path.startswith(bare_get.PREFIX):
-        await bare_get.get_one(_pooled.db, path, send)
+        await bare_get.get_one(db, path, send)
     elif scope["method"] == "POST" and path == bare_write.PATH:
-        await bare_write.create(_pooled.db, receive, send)
+        await bare_write.create(db, receive, send)
     else:
         await respond(send, 200 if path == "/healthz" else 404, b"{}")
+
+
+app = _pooled.asgi(_http)

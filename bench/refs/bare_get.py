@@ -29,17 +29,15 @@ WHERE i.id = $1
 _pooled = Pooled()
 
 
-async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] == "lifespan":
-        await _pooled.lifespan(receive, send)
-        return
-    if scope["type"] != "http":
-        return
+async def _http(db: PostgresDatabase, scope: Scope, receive: Receive, send: Send) -> None:
     path: str = scope["path"]
     if not path.startswith(PREFIX):
         await respond(send, 200 if path == "/healthz" else 404, b"{}")
         return
-    await get_one(_pooled.db, path, send)
+    await get_one(db, path, send)
+
+
+app = _pooled.asgi(_http)
 
 
 async def get_one(db: PostgresDatabase, path: str, send: Send) -> None:

@@ -73,17 +73,15 @@ async def _create(conn: PostgresConnection, new: dict[str, Any], event_data: str
     return rows[0]
 
 
-async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] == "lifespan":
-        await _pooled.lifespan(receive, send)
-        return
-    if scope["type"] != "http":
-        return
+async def _http(db: PostgresDatabase, scope: Scope, receive: Receive, send: Send) -> None:
     path: str = scope["path"]
     if path != PATH or scope["method"] != "POST":
         await respond(send, 200 if path == "/healthz" else 404, b"{}")
         return
-    await create(_pooled.db, receive, send)
+    await create(db, receive, send)
+
+
+app = _pooled.asgi(_http)
 
 
 async def create(db: PostgresDatabase, receive: Receive, send: Send) -> None:

@@ -24,6 +24,8 @@ Headers = list[tuple[bytes, bytes]]
 
 JSON: Headers = [(b"content-type", b"application/json")]
 NOT_FOUND = b'{"errors":[{"code":"NOT_FOUND","message":"Not found"}]}'
+# A request of a reference: the pool's database, then ASGI's scope, receive and send.
+Http = Callable[[PostgresDatabase, Scope, Receive, Send], Awaitable[None]]
 
 
 class Pooled:
@@ -36,6 +38,18 @@ class Pooled:
     def db(self) -> PostgresDatabase:
         assert self._db is not None, "the lifespan has not started"
         return self._db
+
+    def asgi(self, http: Http) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+        """A reference's ASGI app: the lifespan opens and closes this pool, and
+        `http(db, scope, receive, send)` answers each request on it."""
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "lifespan":
+                await self.lifespan(receive, send)
+            elif scope["type"] == "http":
+                await http(self.db, scope, receive, send)
+
+        return app
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         """Serve the lifespan protocol: open the pool at startup (CBSTOP_DATABASE_URL and
