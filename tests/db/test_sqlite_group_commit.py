@@ -14,7 +14,8 @@ import pytest
 
 from cbstop.db import sqlite as lite
 from cbstop.db.database import UniqueViolation
-from cbstop.db.sqlite import SqliteConnection, SqliteDatabase
+from cbstop.db.sqlite import SqliteDatabase
+from cbstop.db.sqlite_lane import SqliteConnection, connect
 from cbstop.errors import ServiceUnavailable
 
 SAFETY = 10.0  # seconds: only so that a hang fails the test instead of the run
@@ -35,7 +36,7 @@ CREATE TABLE children (
 def path(tmp_path: Path) -> Iterator[str]:
     """A fresh SQLite file with a table of notes (and a deferred foreign key)."""
     file = str(tmp_path / "group.db")
-    conn = lite.connect(file)
+    conn = connect(file)
     conn.executescript(SCHEMA)
     conn.close()
     yield file
